@@ -1,0 +1,1 @@
+"""Models, losses and learning-rate rules of the FlipReID system."""
