@@ -1,0 +1,145 @@
+"""Feature extraction with an inference model, optionally averaged with the horizontal flip."""
+
+import time
+
+import numpy as np
+
+from applications.backend import keras, tf
+from datasets.pipeline import build_testing_dataset
+from evaluation.report import evaluate_features
+
+
+def extract_features(
+    inference_model,
+    image_file_paths,
+    *,
+    image_height,
+    image_width,
+    batch_size=64,
+    use_horizontal_flipping=False,
+    verbose=1,
+):
+    """Embeds images in file order.
+
+    Args:
+        inference_model: keras.Model mapping uint8 images (batch, H, W, 3) to float32 (batch, D).
+        image_file_paths: sequence of str, the images to embed.
+        image_height: int, height the images are resized to.
+        image_width: int, width the images are resized to.
+        batch_size: int, images per forward pass.
+        use_horizontal_flipping: bool, average each embedding with that of the flipped image
+            (flip test-time augmentation), as the FlipReID training model does internally.
+        verbose: int, 1 shows a Keras progress bar, 0 is silent.
+
+    Returns:
+        float32 array (len(image_file_paths), D), row i belongs to image_file_paths[i].
+    """
+    image_file_paths = list(image_file_paths)
+    if not image_file_paths:
+        raise ValueError("extract_features got no image files to embed.")
+    dataset = build_testing_dataset(
+        image_file_paths, image_height=image_height, image_width=image_width, batch_size=batch_size
+    )
+    if use_horizontal_flipping:
+        # One pass over the files: both views are embedded from the same decoded batch.
+        dataset = dataset.map(
+            lambda images: tf.concat([images, tf.image.flip_left_right(images)], axis=0),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    # A traced function runs the model as a graph; eager calls are several times slower.
+    embed = tf.function(
+        lambda images: inference_model(images, training=False), reduce_retracing=True
+    )
+    features_list = []
+    progress_bar = keras.utils.Progbar(len(image_file_paths), verbose=verbose, unit_name="image")
+    for images in dataset:
+        features = np.asarray(embed(images), dtype=np.float32)
+        if use_horizontal_flipping:
+            num_images = features.shape[0] // 2
+            features = (features[:num_images] + features[num_images:]) / 2
+        features_list.append(features)
+        progress_bar.add(features.shape[0])
+    return np.concatenate(features_list, axis=0)
+
+
+def evaluate_model(
+    inference_model,
+    query,
+    gallery,
+    *,
+    image_height,
+    image_width,
+    batch_size=64,
+    use_horizontal_flipping=False,
+    distance_metric="cosine",
+    use_re_ranking=False,
+    cmc_config="market1501",
+    features_file_path=None,
+    verbose=1,
+):
+    """Embeds the query and gallery images and scores the ranking.
+
+    Args:
+        inference_model: keras.Model, uint8 images (batch, H, W, 3) -> float32 (batch, D).
+        query: pandas DataFrame with image_file_path, identity_ID and camera_ID columns.
+        gallery: pandas DataFrame with the same columns.
+        image_height: int.
+        image_width: int.
+        batch_size: int, images per forward pass.
+        use_horizontal_flipping: bool, flip test-time augmentation.
+        distance_metric: str, see evaluation.distances.
+        use_re_ranking: bool, also report k-reciprocal re-ranked metrics.
+        cmc_config: str, the CMC protocol.
+        features_file_path: str or None; when given, the features, identities and cameras of
+            both splits are written there as an npz file.
+        verbose: int, 1 shows progress bars.
+
+    Returns:
+        dict str -> float, see evaluation.report.evaluate_features, plus
+        feature_extraction_images_per_second.
+    """
+    start_time = time.perf_counter()
+    query_features = extract_features(
+        inference_model,
+        query["image_file_path"],
+        image_height=image_height,
+        image_width=image_width,
+        batch_size=batch_size,
+        use_horizontal_flipping=use_horizontal_flipping,
+        verbose=verbose,
+    )
+    gallery_features = extract_features(
+        inference_model,
+        gallery["image_file_path"],
+        image_height=image_height,
+        image_width=image_width,
+        batch_size=batch_size,
+        use_horizontal_flipping=use_horizontal_flipping,
+        verbose=verbose,
+    )
+    images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
+    if features_file_path is not None:
+        np.savez(
+            features_file_path,
+            query_features=query_features,
+            gallery_features=gallery_features,
+            query_identity_IDs=query["identity_ID"].to_numpy(),
+            gallery_identity_IDs=gallery["identity_ID"].to_numpy(),
+            query_camera_IDs=query["camera_ID"].to_numpy(),
+            gallery_camera_IDs=gallery["camera_ID"].to_numpy(),
+            query_image_file_paths=query["image_file_path"].to_numpy(dtype=str),
+            gallery_image_file_paths=gallery["image_file_path"].to_numpy(dtype=str),
+        )
+    metrics = evaluate_features(
+        query_features,
+        gallery_features,
+        query["identity_ID"].to_numpy(),
+        gallery["identity_ID"].to_numpy(),
+        query["camera_ID"].to_numpy(),
+        gallery["camera_ID"].to_numpy(),
+        distance_metric=distance_metric,
+        use_re_ranking=use_re_ranking,
+        cmc_config=cmc_config,
+    )
+    metrics["feature_extraction_images_per_second"] = float(images_per_second)
+    return metrics
