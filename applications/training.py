@@ -48,6 +48,13 @@ def fit_in_stages(
     if frozen_epoch_num < epoch_num:
         stages.append((True, frozen_epoch_num, epoch_num))
 
+    # The optimizer must know every variable before the first step: one built on the head
+    # variables alone refuses the backbone's when it is unfrozen.
+    optimizer = training_model.optimizer
+    if hasattr(optimizer, "build") and not getattr(optimizer, "_built", False):
+        training_model.set_backbone_trainable(True)
+        optimizer.build(training_model.trainable_variables)
+
     history = {}
     for backbone_trainable, initial_epoch, final_epoch in stages:
         logging.info(
