@@ -7,9 +7,10 @@ flags and wires the components together.
 
 import json
 import os
+import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 # Project modules import TensorFlow only through applications.backend, which selects legacy
 # Keras first; nothing above imports TensorFlow.
@@ -484,6 +485,17 @@ def _write_json(file_path, content):
 
 def main(argv):
     del argv
+    try:
+        run()
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        # Bad data, weights or flag combinations found past flag parsing: the message names the
+        # file or flag and the fix; the traceback stays available with --verbosity=1.
+        logging.debug("Stopped by an error.", exc_info=True)
+        sys.exit(f"Error: {error}")
+
+
+def run():
+    """Trains and/or evaluates as the flags say."""
     start_time = time.perf_counter()
     flag_values = {name: FLAGS[name].value for name in _FLAG_NAMES}
     keras.utils.set_random_seed(FLAGS.seed)
