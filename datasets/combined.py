@@ -1,0 +1,83 @@
+"""Training on several datasets together ("Combined"), evaluating on one of them.
+
+The training identities of each dataset stay apart: the identity of an image from the i-th
+dataset (in the order given) becomes ``i * COMBINED_IDENTITY_OFFSET + identity_ID``, so that
+identity 0001 of Market-1501 and identity 0001 of DukeMTMC-reID are two people. Query and
+gallery come unchanged from the evaluation dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from absl import logging
+
+from datasets import records
+
+# Larger than any identity of the supported datasets (DukeMTMC-reID's reach 7,140).
+COMBINED_IDENTITY_OFFSET = 100_000
+
+
+def combine_datasets(
+    training_datasets: Sequence[records.ReIDDataset], evaluation_dataset: records.ReIDDataset
+) -> records.ReIDDataset:
+    """Joins the training sets of several datasets and takes query/gallery from another one.
+
+    Args:
+        training_datasets: Datasets whose train splits are joined, in order; the i-th one's
+            identities are offset by ``i * COMBINED_IDENTITY_OFFSET``.
+        evaluation_dataset: Dataset whose query and gallery are used unchanged.
+
+    Returns:
+        The ReIDDataset named "Combined"; its messages list each part's counts and offset, then
+        the parts' own messages prefixed with their name.
+
+    Raises:
+        ValueError: No training dataset, or an identity outside [0, COMBINED_IDENTITY_OFFSET).
+    """
+    if not training_datasets:
+        raise ValueError("Combined needs at least one dataset in combined_dataset_names")
+    parts = []
+    messages = []
+    for index, dataset in enumerate(training_datasets):
+        identity_IDs = dataset.train["identity_ID"].to_numpy()
+        if identity_IDs.min() < 0 or identity_IDs.max() >= COMBINED_IDENTITY_OFFSET:
+            raise ValueError(
+                f"Combined: {dataset.name} has training identities outside "
+                f"[0, {COMBINED_IDENTITY_OFFSET}); cannot keep them apart"
+            )
+        part = dataset.train.copy()
+        part["identity_ID"] = identity_IDs.astype(np.int64) + index * COMBINED_IDENTITY_OFFSET
+        parts.append(part)
+        messages.append(
+            f"Combined train: {dataset.name} gives {len(part):,} images of "
+            f"{dataset.num_train_identities:,} identities (identity_ID offset "
+            f"{index * COMBINED_IDENTITY_OFFSET:,})"
+        )
+    train = (
+        pd.concat(parts, ignore_index=True)
+        .sort_values("image_file_path", kind="stable")
+        .reset_index(drop=True)
+    )
+    messages.append(
+        f"Combined: {len(train):,} training images of {train['identity_ID'].nunique():,} "
+        f"identities; query and gallery from {evaluation_dataset.name}"
+    )
+    for message in messages:
+        logging.info(message)
+    seen_names = set()
+    for dataset in [*training_datasets, evaluation_dataset]:
+        if dataset.name in seen_names:
+            continue
+        seen_names.add(dataset.name)
+        messages.extend(f"[{dataset.name}] {message}" for message in dataset.messages)
+    return records.build_reid_dataset(
+        "Combined",
+        train,
+        evaluation_dataset.query.copy(),
+        evaluation_dataset.gallery.copy(),
+        messages,
+        dataset_dir="(combined)",
+    )
