@@ -1,0 +1,143 @@
+"""Identity-balanced P x K batch sampling for batch-hard triplet training.
+
+Pure NumPy, no TensorFlow: `datasets.pipeline` turns the index batches into images.
+"""
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+def compute_steps_per_epoch(
+    num_images: int, identity_num_per_batch: int, image_num_per_identity: int
+) -> int:
+    """Number of P x K batches that make one pass over the training images (at least 1).
+
+    Args:
+        num_images: number of training images.
+        identity_num_per_batch: P, identities in one batch.
+        image_num_per_identity: K, images of each identity in one batch.
+
+    Returns:
+        ceil(num_images / (P * K)).
+    """
+    if num_images <= 0:
+        raise ValueError(f"num_images must be positive, got {num_images}.")
+    if identity_num_per_batch <= 0 or image_num_per_identity <= 0:
+        raise ValueError(
+            "identity_num_per_batch and image_num_per_identity must be positive, got "
+            f"{identity_num_per_batch} and {image_num_per_identity}."
+        )
+    return max(1, math.ceil(num_images / (identity_num_per_batch * image_num_per_identity)))
+
+
+class IdentityBalancedSampler:
+    """Yields index batches of P distinct identities times K images each, forever.
+
+    Each batch holds the K images of its first identity in rows 0..K-1, the next identity's
+    in rows K..2K-1, and so on, so any contiguous slice whose length is a multiple of K (one
+    replica's share of a MirroredStrategy global batch) keeps every identity whole.
+
+    Identities are visited round-robin over fresh random permutations, so over any stretch of
+    batches every identity is picked equally often (to within one visit). Within an identity,
+    images are drawn without replacement from a per-identity shuffled queue that is refilled
+    when exhausted, so all of an identity's images are used before any repeats. An identity
+    with fewer than K images contributes all of them plus repeats drawn with replacement.
+
+    Args:
+        labels: int array (num_images,), the identity label of each image.
+        identity_num_per_batch: P.
+        image_num_per_identity: K.
+        seed: seed of the sampler's random generator; equal seeds give equal batches.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        identity_num_per_batch: int,
+        image_num_per_identity: int,
+        seed: int = 0,
+    ):
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.size == 0:
+            raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}.")
+        if identity_num_per_batch <= 0 or image_num_per_identity <= 0:
+            raise ValueError(
+                "--identity_num_per_batch and --image_num_per_identity must be positive, got "
+                f"{identity_num_per_batch} and {image_num_per_identity}."
+            )
+        unique_labels, inverse = np.unique(labels, return_inverse=True)
+        if len(unique_labels) < identity_num_per_batch:
+            raise ValueError(
+                f"The training set has {len(unique_labels)} identities, fewer than "
+                f"--identity_num_per_batch={identity_num_per_batch}; lower "
+                "--identity_num_per_batch to at most the number of identities."
+            )
+        self.identity_num_per_batch = identity_num_per_batch
+        self.image_num_per_identity = image_num_per_identity
+        self.seed = seed
+        self.num_identities = len(unique_labels)
+        # Stable sort keeps each identity's images in file order, independent of the machine.
+        order = np.argsort(inverse, kind="stable")
+        boundaries = np.cumsum(np.bincount(inverse, minlength=self.num_identities))[:-1]
+        self.identity_image_indices = np.split(order, boundaries)
+
+    @property
+    def batch_size(self) -> int:
+        return self.identity_num_per_batch * self.image_num_per_identity
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yields int32 arrays (P * K,) of image indices; a new iterator restarts the sequence."""
+        rng = np.random.default_rng(self.seed)
+        identity_queue: list[int] = []
+        image_queues: list[list[int]] = [[] for _ in range(self.num_identities)]
+        while True:
+            identities = self._take_identities(identity_queue, rng)
+            batch = np.concatenate(
+                [self._take_images(identity, image_queues, rng) for identity in identities]
+            )
+            yield batch.astype(np.int32)
+
+    def _take_identities(self, identity_queue: list[int], rng: np.random.Generator) -> list[int]:
+        """Pops P distinct identities from the front of the round-robin queue."""
+        if len(identity_queue) < 2 * self.identity_num_per_batch:
+            identity_queue.extend(rng.permutation(self.num_identities).tolist())
+        chosen: list[int] = []
+        chosen_set: set[int] = set()
+        position = 0
+        # A duplicate can only come from the seam between two permutations; it stays in the
+        # queue, at the front, for the next batch.
+        while len(chosen) < self.identity_num_per_batch:
+            identity = identity_queue[position]
+            if identity in chosen_set:
+                position += 1
+                continue
+            chosen.append(identity)
+            chosen_set.add(identity)
+            del identity_queue[position]
+        return chosen
+
+    def _take_images(
+        self, identity: int, image_queues: list[list[int]], rng: np.random.Generator
+    ) -> np.ndarray:
+        """K image indices of one identity: distinct when it has at least K images."""
+        indices = self.identity_image_indices[identity]
+        num_wanted = self.image_num_per_identity
+        if len(indices) < num_wanted:
+            extra = rng.choice(indices, size=num_wanted - len(indices), replace=True)
+            return rng.permutation(np.concatenate([indices, extra]))
+        queue = image_queues[identity]
+        taken = queue[:num_wanted]
+        del queue[:num_wanted]
+        if len(taken) < num_wanted:
+            # Refill with a fresh permutation; the images already taken go to its end so the
+            # batch holds K distinct images.
+            taken_set = set(taken)
+            fresh = rng.permutation(indices).tolist()
+            fresh = [i for i in fresh if i not in taken_set] + [i for i in fresh if i in taken_set]
+            missing = num_wanted - len(taken)
+            taken.extend(fresh[:missing])
+            queue[:] = fresh[missing:]
+        return np.asarray(taken, dtype=np.int64)

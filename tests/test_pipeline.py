@@ -1,0 +1,244 @@
+"""Tests of the tf.data training and testing pipelines on tiny images written with cv2."""
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from applications.backend import tf
+from datasets.pipeline import (
+    build_testing_dataset,
+    build_training_dataset,
+    decode_and_resize,
+    find_undecodable_image_files,
+)
+
+HEIGHT, WIDTH = 16, 8
+NO_AUGMENTATION = dict(
+    random_crop_probability=0.0,
+    horizontal_flip_probability=0.0,
+    patch_replacement_probability=0.0,
+    random_erasing_probability=0.0,
+)
+
+
+def _colour(index):
+    """A distinct RGB colour per file index (steps of 40 survive JPEG's small errors)."""
+    return np.array([40 * (index % 6), 40 * ((index // 6) % 6), 40 * (index // 36) + 20])
+
+
+def _write(path, rgb_image):
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb_image, cv2.COLOR_RGB2BGR))
+    return str(path)
+
+
+@pytest.fixture
+def constant_colour_files(tmp_path):
+    """Files of 7 identities (1 to 5 images each); each file is one distinct colour."""
+    image_counts = [3, 1, 5, 2, 4, 2, 3]
+    paths, labels = [], []
+    for identity, count in enumerate(image_counts):
+        for _ in range(count):
+            index = len(paths)
+            image = np.empty((24, 12, 3), np.uint8)
+            image[:] = _colour(index)
+            extension = "png" if index % 2 else "jpg"
+            paths.append(_write(tmp_path / f"{index:03d}.{extension}", image))
+            labels.append(identity)
+    return paths, np.array(labels)
+
+
+def _file_indices(images, num_files):
+    """Maps each decoded image back to its file by its mean colour."""
+    colours = np.stack([_colour(index) for index in range(num_files)])
+    means = images.reshape(len(images), -1, 3).mean(axis=1)
+    distances = np.abs(means[:, None, :] - colours[None, :, :]).max(axis=-1)
+    assert (distances.min(axis=1) < 8).all(), "an image matches no file colour"
+    return distances.argmin(axis=1)
+
+
+def test_training_batches_have_P_identities_of_K_contiguous_matching_images(
+    constant_colour_files,
+):
+    paths, labels = constant_colour_files
+    P, K = 3, 4
+    dataset = build_training_dataset(
+        paths,
+        labels,
+        identity_num_per_batch=P,
+        image_num_per_identity=K,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        use_data_augmentation=False,
+    )
+    assert dataset.element_spec[0].shape.as_list() == [P * K, HEIGHT, WIDTH, 3]
+    seen_identities = set()
+    for images, batch_labels in dataset.take(10):
+        assert images.dtype == tf.uint8 and images.shape == (P * K, HEIGHT, WIDTH, 3)
+        assert batch_labels.dtype == tf.int32 and batch_labels.shape == (P * K,)
+        batch_labels = batch_labels.numpy()
+        rows = batch_labels.reshape(P, K)
+        assert (rows == rows[:, :1]).all() and len(set(rows[:, 0])) == P
+        file_indices = _file_indices(images.numpy(), len(paths))
+        assert np.array_equal(labels[file_indices], batch_labels)
+        # Identity 1 has a single file: it fills all K rows (sampled with replacement).
+        if 1 in rows[:, 0]:
+            assert len(set(file_indices[batch_labels == 1])) == 1
+        seen_identities.update(rows[:, 0])
+    assert seen_identities == set(labels)
+
+
+def test_training_pipeline_is_deterministic_for_a_seed(constant_colour_files):
+    paths, labels = constant_colour_files
+    make = lambda seed: build_training_dataset(
+        paths,
+        labels,
+        identity_num_per_batch=2,
+        image_num_per_identity=2,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        padding_ratio=0.25,
+        seed=seed,
+        deterministic=True,
+    )
+    first = [images.numpy() for images, _ in make(1).take(4)]
+    again = [images.numpy() for images, _ in make(1).take(4)]
+    other = [images.numpy() for images, _ in make(2).take(4)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_non_deterministic_mode_yields_the_same_batches(constant_colour_files):
+    paths, labels = constant_colour_files
+    kwargs = dict(
+        identity_num_per_batch=2,
+        image_num_per_identity=2,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        seed=4,
+    )
+    ordered = build_training_dataset(paths, labels, deterministic=True, **kwargs)
+    unordered = build_training_dataset(paths, labels, deterministic=False, **kwargs)
+    as_set = lambda dataset: {images.numpy().tobytes() for images, _ in dataset.take(6)}
+    # Only whole batches may come out of order; look far enough to cover any reordering.
+    assert as_set(ordered) <= {images.numpy().tobytes() for images, _ in unordered.take(12)}
+
+
+@pytest.mark.parametrize("backend", ["albumentations", "tensorflow"])
+def test_training_flip_with_probability_one_is_fliplr_of_the_resized_image(tmp_path, backend):
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path / "person.png", rng.integers(0, 256, (30, 14, 3), dtype=np.uint8))
+    dataset = build_training_dataset(
+        [path],
+        [0],
+        identity_num_per_batch=1,
+        image_num_per_identity=2,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        **{**NO_AUGMENTATION, "horizontal_flip_probability": 1.0},
+        augmentation_backend=backend,
+    )
+    images, _ = next(iter(dataset))
+    expected = np.fliplr(decode_and_resize(tf.constant(path), HEIGHT, WIDTH).numpy())
+    for image in images.numpy():
+        assert np.array_equal(image, expected)
+
+
+def test_training_augmentation_with_probability_zero_is_decode_and_resize(tmp_path):
+    rng = np.random.default_rng(1)
+    path = _write(tmp_path / "person.jpg", rng.integers(0, 256, (30, 14, 3), dtype=np.uint8))
+    dataset = build_training_dataset(
+        [path],
+        [0],
+        identity_num_per_batch=1,
+        image_num_per_identity=1,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        **NO_AUGMENTATION,
+    )
+    images, _ = next(iter(dataset))
+    expected = decode_and_resize(tf.constant(path), HEIGHT, WIDTH).numpy()
+    assert np.array_equal(images.numpy()[0], expected)
+
+
+def test_decode_and_resize_reads_png_and_jpeg(tmp_path):
+    image = np.zeros((20, 10, 3), np.uint8)
+    image[:10] = (200, 30, 90)  # RGB; top half coloured, bottom half black
+    for extension in ["png", "jpg"]:
+        path = _write(tmp_path / f"image.{extension}", image)
+        decoded = decode_and_resize(tf.constant(path), 20, 10).numpy()
+        tolerance = 0 if extension == "png" else 12
+        assert decoded.dtype == np.uint8 and decoded.shape == (20, 10, 3)
+        assert np.abs(decoded[2:8].astype(int) - (200, 30, 90)).max() <= tolerance
+        assert decoded[13:].max() <= tolerance
+
+
+def test_testing_pipeline_keeps_file_order_and_the_last_partial_batch(constant_colour_files):
+    paths, _ = constant_colour_files
+    paths = paths[:7]
+    dataset = build_testing_dataset(paths, image_height=HEIGHT, image_width=WIDTH, batch_size=3)
+    batches = [images.numpy() for images in dataset]
+    assert [len(batch) for batch in batches] == [3, 3, 1]
+    assert all(
+        batch.dtype == np.uint8 and batch.shape[1:] == (HEIGHT, WIDTH, 3) for batch in batches
+    )
+    assert np.array_equal(_file_indices(np.concatenate(batches), 7), np.arange(7))
+
+
+@pytest.mark.parametrize("problem", ["not_an_image", "truncated_jpeg", "truncated_png", "empty"])
+def test_bad_image_file_raises_an_error_naming_the_file(tmp_path, constant_colour_files, problem):
+    paths, labels = constant_colour_files
+    good = (np.arange(24 * 12 * 3).reshape(24, 12, 3) % 256).astype(np.uint8)
+    if problem == "not_an_image":
+        bad_path = tmp_path / "bad_file.jpg"
+        bad_path.write_text("this is not an image")
+    elif problem == "empty":
+        bad_path = tmp_path / "bad_file.png"
+        bad_path.write_bytes(b"")
+    else:
+        extension = problem.split("_")[1].replace("jpeg", "jpg")
+        whole = tmp_path / f"whole.{extension}"
+        _write(whole, good)
+        bad_path = tmp_path / f"bad_file.{extension}"
+        bad_path.write_bytes(whole.read_bytes()[:-30])
+    assert find_undecodable_image_files([paths[0], str(bad_path)]) == [str(bad_path)]
+    testing = build_testing_dataset(
+        [*paths[:2], str(bad_path)], image_height=HEIGHT, image_width=WIDTH
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bad_file"):
+        list(testing)
+    training = build_training_dataset(
+        [str(bad_path), paths[0]],
+        [0, 1],
+        identity_num_per_batch=2,
+        image_num_per_identity=1,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bad_file"):
+        list(itertools.islice(training, 2))
+
+
+def test_fewer_identities_than_P_names_the_flag(constant_colour_files):
+    paths, labels = constant_colour_files
+    with pytest.raises(ValueError, match="--identity_num_per_batch"):
+        build_training_dataset(
+            paths,
+            labels,
+            identity_num_per_batch=8,
+            image_num_per_identity=2,
+            image_height=HEIGHT,
+            image_width=WIDTH,
+        )
+
+
+def test_mismatched_inputs_and_unknown_backend_are_rejected(constant_colour_files):
+    paths, labels = constant_colour_files
+    kwargs = dict(
+        identity_num_per_batch=2, image_num_per_identity=2, image_height=HEIGHT, image_width=WIDTH
+    )
+    with pytest.raises(ValueError, match="labels"):
+        build_training_dataset(paths, labels[:-1], **kwargs)
+    with pytest.raises(ValueError, match="albumentations"):
+        build_training_dataset(paths, labels, augmentation_backend="torch", **kwargs)
