@@ -1,0 +1,184 @@
+"""Learning-rate rules of FlipReID as pure functions of the (global, 0-based) epoch index.
+
+Every rule's result is finally raised to at least `learning_rate_lower_bound`, as in FlipReID.
+The epoch index counts across the frozen-backbone and unfrozen stages, so one rule covers a
+whole run.
+"""
+
+import functools
+import math
+
+
+def constant_learning_rate(epoch_index, *, learning_rate_start, **_):
+    """learning_rate_start at every epoch (learning_rate_end must equal it)."""
+    del epoch_index
+    return learning_rate_start
+
+
+def linear_learning_rate(epoch_index, *, epoch_num, learning_rate_start, learning_rate_end, **_):
+    """Straight line from learning_rate_start at epoch 0 to learning_rate_end at epoch_num - 1."""
+    slope = (learning_rate_end - learning_rate_start) / (epoch_num - 1)
+    return learning_rate_start + slope * epoch_index
+
+
+def cosine_learning_rate(epoch_index, *, epoch_num, learning_rate_start, learning_rate_end, **_):
+    """Half cosine from learning_rate_start at epoch 0 down to learning_rate_end at epoch_num-1."""
+    amplitude = (learning_rate_start - learning_rate_end) / 2
+    middle = (learning_rate_start + learning_rate_end) / 2
+    return amplitude * math.cos(math.pi * epoch_index / (epoch_num - 1)) + middle
+
+
+def _warmup_fraction(epoch_index, learning_rate_warmup_epochs):
+    # The ramp reaches its top at epoch warmup_epochs - 1; a ramp of one epoch or less is flat.
+    if learning_rate_warmup_epochs <= 1:
+        return 1.0
+    return epoch_index / (learning_rate_warmup_epochs - 1)
+
+
+def warmup_learning_rate(
+    epoch_index, *, learning_rate_start, learning_rate_end, learning_rate_warmup_epochs, **_
+):
+    """Linear ramp from learning_rate_start (epoch 0) to learning_rate_end, reached at epoch
+    learning_rate_warmup_epochs - 1 and kept afterwards."""
+    fraction = _warmup_fraction(epoch_index, learning_rate_warmup_epochs)
+    learning_rate = learning_rate_start + (learning_rate_end - learning_rate_start) * fraction
+    return min(learning_rate, learning_rate_end)
+
+
+def default_learning_rate(
+    epoch_index,
+    *,
+    epoch_num,
+    learning_rate_base,
+    learning_rate_warmup_epochs,
+    learning_rate_steady_epochs,
+    learning_rate_drop_factor,
+    learning_rate_lower_bound,
+    **_,
+):
+    """FlipReID's default rule: warm-up, then step decay.
+
+    Epochs [0, warmup): linear ramp from learning_rate_lower_bound to learning_rate_base
+    (reached at epoch warmup - 1). Afterwards learning_rate_base divided by
+    learning_rate_drop_factor once per learning_rate_steady_epochs epochs. A drop factor of 0
+    picks the factor that reaches the lower bound after epoch_num - warmup epochs:
+    exp(steady / (epoch_num - 2 * warmup) * log(base / lower_bound)).
+    """
+    if epoch_index < learning_rate_warmup_epochs:
+        fraction = _warmup_fraction(epoch_index, learning_rate_warmup_epochs)
+        return (
+            learning_rate_lower_bound + (learning_rate_base - learning_rate_lower_bound) * fraction
+        )
+    drop_factor = learning_rate_drop_factor
+    if drop_factor == 0:
+        drop_factor = math.exp(
+            learning_rate_steady_epochs
+            / (epoch_num - learning_rate_warmup_epochs * 2)
+            * math.log(learning_rate_base / learning_rate_lower_bound)
+        )
+    drop_count = int((epoch_index - learning_rate_warmup_epochs) / learning_rate_steady_epochs)
+    return learning_rate_base / drop_factor**drop_count
+
+
+LEARNING_RATE_FUNCTIONS = {
+    "constant": constant_learning_rate,
+    "linear": linear_learning_rate,
+    "cosine": cosine_learning_rate,
+    "warmup": warmup_learning_rate,
+    "default": default_learning_rate,
+}
+
+
+def _validate(mode, settings):
+    epoch_num = settings["epoch_num"]
+    needs_epoch_num = mode in ("linear", "cosine") or (
+        mode == "default" and settings["learning_rate_drop_factor"] == 0
+    )
+    if needs_epoch_num and (epoch_num is None or epoch_num < 2):
+        raise ValueError(f"learning_rate_mode {mode!r} needs epoch_num >= 2, got {epoch_num}.")
+    if mode == "default" and settings["learning_rate_drop_factor"] == 0:
+        if epoch_num <= 2 * settings["learning_rate_warmup_epochs"]:
+            raise ValueError(
+                "learning_rate_drop_factor=0 needs epoch_num > 2 * learning_rate_warmup_epochs, "
+                "got epoch_num={} and learning_rate_warmup_epochs={}.".format(
+                    epoch_num, settings["learning_rate_warmup_epochs"]
+                )
+            )
+    if mode == "constant" and settings["learning_rate_start"] != settings["learning_rate_end"]:
+        raise ValueError(
+            "learning_rate_mode 'constant' needs learning_rate_start == learning_rate_end, "
+            "got {} and {}.".format(settings["learning_rate_start"], settings["learning_rate_end"])
+        )
+    if mode == "cosine" and not settings["learning_rate_start"] > settings["learning_rate_end"]:
+        raise ValueError(
+            "learning_rate_mode 'cosine' needs learning_rate_start > learning_rate_end, "
+            "got {} and {}.".format(settings["learning_rate_start"], settings["learning_rate_end"])
+        )
+    if mode == "default" and settings["learning_rate_steady_epochs"] <= 0:
+        raise ValueError(
+            "learning_rate_steady_epochs must be positive, got {}.".format(
+                settings["learning_rate_steady_epochs"]
+            )
+        )
+
+
+def _bounded(epoch_index, *, rule, learning_rate_lower_bound, **settings):
+    learning_rate = rule(
+        epoch_index, learning_rate_lower_bound=learning_rate_lower_bound, **settings
+    )
+    return float(max(learning_rate, learning_rate_lower_bound))
+
+
+def build_learning_rate_function(
+    learning_rate_mode,
+    *,
+    epoch_num=None,
+    learning_rate_start=2e-4,
+    learning_rate_end=2e-4,
+    learning_rate_base=2e-4,
+    learning_rate_warmup_epochs=10,
+    learning_rate_steady_epochs=30,
+    learning_rate_drop_factor=10.0,
+    learning_rate_lower_bound=2e-6,
+):
+    """Returns f(epoch_index) -> learning rate (float) for a learning-rate mode.
+
+    Defaults are FlipReID's flag defaults. epoch_num (total epochs of the run, both stages) is
+    needed by "linear", "cosine", and by "default" when learning_rate_drop_factor is 0.
+
+    Args:
+        learning_rate_mode: "constant", "linear", "cosine", "warmup" or "default".
+        epoch_num: total number of epochs.
+        learning_rate_start: first learning rate ("constant", "linear", "cosine", "warmup").
+        learning_rate_end: last learning rate ("constant", "linear", "cosine", "warmup").
+        learning_rate_base: peak learning rate ("default").
+        learning_rate_warmup_epochs: warm-up length in epochs ("warmup", "default").
+        learning_rate_steady_epochs: epochs between two drops ("default").
+        learning_rate_drop_factor: divisor per drop; 0 derives it from epoch_num ("default").
+        learning_rate_lower_bound: floor of every mode.
+
+    Raises:
+        ValueError: unknown mode or inconsistent settings.
+    """
+    if learning_rate_mode not in LEARNING_RATE_FUNCTIONS:
+        raise ValueError(
+            "Unknown learning_rate_mode {!r}; valid modes are: {}.".format(
+                learning_rate_mode, ", ".join(LEARNING_RATE_FUNCTIONS)
+            )
+        )
+    settings = dict(
+        epoch_num=epoch_num,
+        learning_rate_start=learning_rate_start,
+        learning_rate_end=learning_rate_end,
+        learning_rate_base=learning_rate_base,
+        learning_rate_warmup_epochs=learning_rate_warmup_epochs,
+        learning_rate_steady_epochs=learning_rate_steady_epochs,
+        learning_rate_drop_factor=learning_rate_drop_factor,
+    )
+    _validate(learning_rate_mode, settings)
+    return functools.partial(
+        _bounded,
+        rule=LEARNING_RATE_FUNCTIONS[learning_rate_mode],
+        learning_rate_lower_bound=learning_rate_lower_bound,
+        **settings,
+    )

@@ -1,0 +1,172 @@
+"""The FlipReID model on resnet18 with 64x32 images and random weights."""
+
+import numpy as np
+import pytest
+
+from applications.backend import keras, tf
+from applications.model import LOGGED_NAMES, build_flipreid_models, load_model_weights
+
+IMAGE_HEIGHT, IMAGE_WIDTH, NUM_IDENTITIES = 64, 32, 4
+
+
+def build(**kwargs):
+    return build_flipreid_models("resnet18", IMAGE_HEIGHT, IMAGE_WIDTH, NUM_IDENTITIES, **kwargs)
+
+
+def random_batch(seed=0, batch_size=8):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(batch_size, IMAGE_HEIGHT, IMAGE_WIDTH, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(batch_size // 2), 2).astype(np.int32) % NUM_IDENTITIES
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def flip_models():
+    return build()
+
+
+@pytest.fixture(scope="module")
+def no_flip_models():
+    return build(use_horizontal_flipping_inside_model=False)
+
+
+def test_inference_model_outputs_float32_concatenated_embedding(flip_models):
+    training_model, inference_model = flip_models
+    images, _ = random_batch()
+    embedding = inference_model(images, training=False)
+    branch_embeddings = training_model.branch_network(images, training=False)
+    # Global branch 512 + two stripes of 512 / 2 after the regional reduction.
+    assert embedding.dtype == tf.float32
+    assert embedding.shape == (8, 512 + 2 * 256)
+    np.testing.assert_allclose(
+        embedding.numpy(), np.concatenate([b.numpy() for b in branch_embeddings], axis=1)
+    )
+    # uint8 and float inputs in [0, 255] give the same embedding.
+    np.testing.assert_allclose(
+        inference_model(images.astype(np.float32), training=False).numpy(),
+        embedding.numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_flip_branch_shares_weights(flip_models, no_flip_models):
+    flip_training_model, _ = flip_models
+    no_flip_training_model, _ = no_flip_models
+    assert len(flip_training_model.trainable_variables) == len(
+        no_flip_training_model.trainable_variables
+    )
+    assert len(flip_training_model.weights) == len(no_flip_training_model.weights)
+
+
+def test_flip_averaged_embeddings_equal_inference_on_image_and_flip(flip_models):
+    training_model, _ = flip_models
+    images, _ = random_batch(seed=1)
+    averaged, flipping_losses = training_model.compute_branch_embeddings(images, training=False)
+    original = training_model.branch_network(images, training=False)
+    flipped = training_model.branch_network(
+        np.ascontiguousarray(images[:, :, ::-1]), training=False
+    )
+    assert len(averaged) == len(flipping_losses) == 3
+    for branch_average, branch_original, branch_flipped, branch_loss in zip(
+        averaged, original, flipped, flipping_losses, strict=True
+    ):
+        np.testing.assert_allclose(
+            branch_average.numpy(),
+            (branch_original.numpy() + branch_flipped.numpy()) / 2,
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        np.testing.assert_allclose(
+            branch_loss.numpy(),
+            np.mean((branch_original.numpy() - branch_flipped.numpy()) ** 2),
+            rtol=1e-3,
+            atol=1e-7,
+        )
+
+
+def test_fit_logs_every_name_and_regularization_matches_manual_sum(flip_models):
+    training_model, _ = flip_models
+    training_model.compile(keras.optimizers.Adam(1e-4), label_smoothing=0.1)
+    images, labels = random_batch(seed=2)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(2)
+    history = training_model.fit(dataset, epochs=1, verbose=0).history
+    assert set(history) == set(LOGGED_NAMES)
+    for name in LOGGED_NAMES:
+        assert np.isfinite(history[name][0])
+    assert history["flipping_loss"][0] > 0
+    assert 0.0 <= history["accuracy"][0] <= 1.0
+    manual = sum(
+        0.0005 * float(np.sum(variable.numpy().astype(np.float64) ** 2))
+        for variable in training_model.weights
+        if variable.trainable
+        and variable.name.split("/")[-1].split(":")[0] in ("kernel", "bias", "gamma", "beta")
+    )
+    np.testing.assert_allclose(training_model.regularization_loss().numpy(), manual, rtol=1e-4)
+    assert set(training_model.gem_power_values()) == {
+        "global_pooling",
+        "region1_pooling",
+        "region2_pooling",
+    }
+
+
+def test_freezing_the_backbone_keeps_its_weights_and_the_optimizer_state(flip_models):
+    training_model, _ = flip_models
+    training_model.compile(keras.optimizers.Adam(1e-3))
+    dataset = tf.data.Dataset.from_tensors(random_batch(seed=3)).repeat(1)
+    trunk = training_model.branch_network.get_layer("trunk")
+    regional_stage = training_model.branch_network.get_layer("last_stage_regional")
+    heads = training_model.classification_heads
+    all_trainable = len(training_model.trainable_variables)
+
+    training_model.set_backbone_trainable(False)
+    assert len(training_model.trainable_variables) < all_trainable
+    frozen_before = [v.numpy() for v in trunk.weights + regional_stage.weights]
+    heads_before = [v.numpy() for v in heads.trainable_weights]
+    training_model.fit(dataset, epochs=1, verbose=0)
+    for before, variable in zip(frozen_before, trunk.weights + regional_stage.weights, strict=True):
+        np.testing.assert_array_equal(before, variable.numpy())
+    assert any(
+        not np.array_equal(before, variable.numpy())
+        for before, variable in zip(heads_before, heads.trainable_weights, strict=True)
+    )
+
+    training_model.set_backbone_trainable(True)
+    assert len(training_model.trainable_variables) == all_trainable
+    trunk_before = [v.numpy() for v in trunk.trainable_weights]
+    training_model.fit(dataset, epochs=1, verbose=0)
+    assert training_model.optimizer.iterations.numpy() == 2
+    assert any(
+        not np.array_equal(before, variable.numpy())
+        for before, variable in zip(trunk_before, trunk.trainable_weights, strict=True)
+    )
+
+
+def test_h5_weights_round_trip_into_a_fresh_model(flip_models, no_flip_models, tmp_path):
+    training_model, inference_model = flip_models
+    fresh_training_model, fresh_inference_model = no_flip_models
+    images, _ = random_batch(seed=4)
+    file_path = str(tmp_path / "weights.h5")
+    training_model.save_weights(file_path)
+    assert not np.allclose(
+        inference_model(images, training=False).numpy(),
+        fresh_inference_model(images, training=False).numpy(),
+    )
+    load_model_weights(fresh_training_model, file_path)
+    np.testing.assert_array_equal(
+        inference_model(images, training=False).numpy(),
+        fresh_inference_model(images, training=False).numpy(),
+    )
+
+
+def test_mismatched_weights_file_raises_value_error(flip_models, tmp_path):
+    training_model, _ = flip_models
+    file_path = str(tmp_path / "weights.h5")
+    training_model.save_weights(file_path)
+    other_training_model, _ = build_flipreid_models(
+        "resnet18", IMAGE_HEIGHT, IMAGE_WIDTH, NUM_IDENTITIES + 1, pooling_mode="Average"
+    )
+    with pytest.raises(ValueError, match="weights.h5.*backbone_name, region_num, pooling_mode"):
+        load_model_weights(other_training_model, file_path)
+    with pytest.raises(FileNotFoundError):
+        load_model_weights(other_training_model, str(tmp_path / "missing.h5"))
