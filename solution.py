@@ -14,10 +14,10 @@ from absl import app, flags, logging
 
 # Project modules import TensorFlow only through applications.backend, which selects legacy
 # Keras first; nothing above imports TensorFlow.
-from applications.backbones import BACKBONE_NAMES
+from applications.backbones import BACKBONE_MODEL_NAMES
 from applications.backend import keras, tf
-from applications.layers import POOLING_MODES
-from applications.learning_rate import LEARNING_RATE_MODES, build_learning_rate_function
+from applications.layers import POOLING_LAYER_BUILDERS
+from applications.learning_rate import LEARNING_RATE_FUNCTIONS, build_learning_rate_function
 from applications.model import build_flipreid_models, load_model_weights
 from applications.training import fit_in_stages
 from callbacks import BestWeightsCheckpoint, EvaluationCallback, GeMPowerLogger, HistoryLogger
@@ -98,7 +98,7 @@ flags.DEFINE_float(
 flags.DEFINE_enum(
     "backbone_model_name",
     "resnet18",
-    list(BACKBONE_NAMES),
+    list(BACKBONE_MODEL_NAMES),
     "Backbone from tf2cv. FlipReID uses resnet50, ibn_resnet50 or resnesta50; resnet18 is the "
     "small backbone for CPU runs.",
     module_name=_MODEL_FLAGS,
@@ -136,7 +136,7 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "pooling_mode",
     "GeM",
-    list(POOLING_MODES),
+    list(POOLING_LAYER_BUILDERS),
     "Global pooling of every branch.",
     module_name=_MODEL_FLAGS,
 )
@@ -232,7 +232,7 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "learning_rate_mode",
     "default",
-    list(LEARNING_RATE_MODES),
+    list(LEARNING_RATE_FUNCTIONS),
     "Learning-rate schedule over epochs. default: linear warm-up from the lower bound to the "
     "base, then a drop by --learning_rate_drop_factor every --learning_rate_steady_epochs.",
     module_name=_TRAINING_FLAGS,
@@ -461,6 +461,13 @@ def _register_validators():
 _register_validators()
 
 
+_UNLOGGED_KEYS = (
+    "num_valid_queries",
+    "num_excluded_queries",
+    "feature_extraction_images_per_second",
+)
+
+
 def make_output_folder(output_folder_path, run_name):
     """Creates a fresh output folder, never reusing (or deleting) an existing one.
 
@@ -476,6 +483,19 @@ def make_output_folder(output_folder_path, run_name):
         except FileExistsError:
             index += 1
             candidate = os.path.join(os.path.abspath(output_folder_path), f"{run_name}_{index}")
+
+
+def load_weights_into_either(training_model, inference_model, file_path):
+    """Loads a training-model or an inference-model weights file written by this project."""
+    try:
+        load_model_weights(training_model, file_path)
+        print(f"Loaded the training model's weights from {file_path}")
+    except ValueError as training_model_error:
+        try:
+            load_model_weights(inference_model, file_path)
+        except ValueError:
+            raise training_model_error from None
+        print(f"Loaded the inference model's weights from {file_path}")
 
 
 def _write_json(file_path, content):
@@ -566,16 +586,14 @@ def run():
         )
     _write_json(os.path.join(output_folder_path, "model_config.json"), model_config)
     if FLAGS.pretrained_model_file_path:
-        loaded_into = load_model_weights(
-            training_model, inference_model, FLAGS.pretrained_model_file_path
-        )
-        print(f"Loaded {loaded_into} weights from {FLAGS.pretrained_model_file_path}")
+        load_weights_into_either(training_model, inference_model, FLAGS.pretrained_model_file_path)
 
     features_file_path = (
         os.path.join(output_folder_path, "features.npz") if FLAGS.save_data_to_disk else None
     )
 
     def evaluate():
+        print(f"\nEvaluating on {len(query)} query and {len(gallery)} gallery images ...")
         return evaluate_model(
             inference_model,
             query,
@@ -633,8 +651,14 @@ def run():
             inference_model.save_weights(os.path.join(output_folder_path, "inference_model.h5"))
             print(f"\nEpoch {epoch}: {monitor} {value:.2%} is the best so far; weights saved.")
 
+        def evaluate_during_training():
+            metrics = evaluate()
+            print(format_metrics(metrics, "Test metrics:"))
+            # Counts and speed stay out of the per-epoch logs; they are printed above.
+            return {key: value for key, value in metrics.items() if key not in _UNLOGGED_KEYS}
+
         evaluation_callback = EvaluationCallback(
-            evaluate,
+            evaluate_during_training,
             every_N_epochs=FLAGS.evaluate_testing_every_N_epochs,
             epoch_num=FLAGS.epoch_num,
         )

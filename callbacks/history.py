@@ -67,6 +67,8 @@ class HistoryLogger(keras.callbacks.Callback):
         if optimizer is not None and hasattr(optimizer, "learning_rate"):
             row["learning_rate"] = float(keras.backend.get_value(optimizer.learning_rate))
         row.update({key: float(value) for key, value in (logs or {}).items()})
+        # LearningRateScheduler's "lr" repeats the optimizer's rate read above.
+        row.pop("lr", None)
         self.rows.append(row)
         history = pd.DataFrame(self.rows)
         history.to_csv(self.csv_file_path, index=False)

@@ -1,12 +1,27 @@
 """Feature extraction with an inference model, optionally averaged with the horizontal flip."""
 
 import time
+import weakref
 
 import numpy as np
 
 from applications.backend import keras, tf
 from datasets.pipeline import build_testing_dataset
 from evaluation.report import evaluate_features
+
+# One traced forward function per model: tracing anew at every evaluation costs seconds and
+# makes TensorFlow warn about retracing.
+_FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _forward_function(inference_model):
+    if inference_model not in _FORWARD_FUNCTIONS:
+        # A weak reference inside the function, so that the cache never keeps a model alive.
+        model_reference = weakref.ref(inference_model)
+        _FORWARD_FUNCTIONS[inference_model] = tf.function(
+            lambda images: model_reference()(images, training=False), reduce_retracing=True
+        )
+    return _FORWARD_FUNCTIONS[inference_model]
 
 
 def extract_features(
