@@ -1,0 +1,5 @@
+"""Person re-identification evaluation: distances, CMC/mAP/mINP and k-reciprocal re-ranking.
+
+Pure NumPy/SciPy, no TensorFlow. See metrics.py for the protocols and re_ranking.py for the
+re-ranking algorithm.
+"""
