@@ -386,6 +386,9 @@ _FLAG_NAMES = [
     for group in (_DATA_FLAGS, _MODEL_FLAGS, _LOSSES_FLAGS, _TRAINING_FLAGS, _EVALUATION_FLAGS)
     for flag in FLAGS.get_flags_for_module(group)
 ]
+# --help lists the key flags of the main module: all of the above (--helpfull groups them).
+for _name in _FLAG_NAMES:
+    flags.declare_key_flag(_name)
 
 
 def _register_validators():
@@ -608,7 +611,8 @@ def run():
             features_file_path=features_file_path,
         )
 
-    results = {}
+    # Skipped files and count mismatches travel with the metrics they may have changed.
+    results = {"dataset_notes": list(dataset.messages)}
     if FLAGS.evaluation_only or FLAGS.evaluate_before_training:
         label = "Evaluation" if FLAGS.evaluation_only else "Before training"
         metrics = evaluate()
