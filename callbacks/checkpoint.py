@@ -31,7 +31,7 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None or not value > self.best_value:
             return
-        logging.info(
+        logging.debug(
             "%s improved from %.5f to %.5f at epoch %d; saving weights.",
             self.monitor,
             self.best_value,

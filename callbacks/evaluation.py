@@ -42,6 +42,6 @@ class EvaluationCallback(keras.callbacks.Callback):
             return
         metrics = self.evaluate_fn()
         self.last_metrics = {self.prefix + key: value for key, value in metrics.items()}
-        logging.info("Epoch %d evaluation: %s", epoch + 1, self.last_metrics)
+        logging.debug("Epoch %d evaluation: %s", epoch + 1, self.last_metrics)
         if logs is not None:
             logs.update(self.last_metrics)

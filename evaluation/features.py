@@ -18,8 +18,11 @@ def _forward_function(inference_model):
     if inference_model not in _FORWARD_FUNCTIONS:
         # A weak reference inside the function, so that the cache never keeps a model alive.
         model_reference = weakref.ref(inference_model)
+        # Any batch size, the pipeline's uint8 images: one trace serves full and last batches.
+        image_shape = tuple(inference_model.input_shape[1:])
         _FORWARD_FUNCTIONS[inference_model] = tf.function(
-            lambda images: model_reference()(images, training=False), reduce_retracing=True
+            lambda images: model_reference()(images, training=False),
+            input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)],
         )
     return _FORWARD_FUNCTIONS[inference_model]
 
