@@ -17,7 +17,8 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow 2.21's pip build leaves its oneDNN CPU kernels off unless asked; on our 2-core
-# machines a FlipReID training step runs about 7x faster with them (benchmarks/bench_training.py).
+# machines FlipReID training steps run 2-3x faster with them, and up to 7x at 64x32 pixels
+# (benchmarks/bench_training.py --compare_onednn).
 # setdefault: a user who sets the variable keeps their choice.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for the user.

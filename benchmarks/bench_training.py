@@ -3,10 +3,15 @@
 Usage:
     python benchmarks/bench_training.py --backbone resnet18 --image_height 128 \
         --image_width 64 --batch_size 16 --steps 20
+    python benchmarks/bench_training.py --compare_onednn   # also with oneDNN off, for the ratio
+
+TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import, so --compare_onednn measures each
+setting in a child process of its own.
 """
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -48,7 +53,15 @@ def main():
     parser.add_argument("--image_width", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    parser.add_argument(
+        "--compare_onednn",
+        action="store_true",
+        help="run the measurement with TF_ENABLE_ONEDNN_OPTS=1 and =0 and print the ratios",
+    )
     args = parser.parse_args()
+    if args.compare_onednn:
+        compare_onednn(args)
+        return
 
     print(
         f"backbone={args.backbone} image={args.image_height}x{args.image_width} "
@@ -63,6 +76,38 @@ def main():
             f"{steps_per_second * args.batch_size:.1f} images/s"
         )
     print(f"step time ratio flip / no flip: {results[False] / results[True]:.2f}")
+
+
+def compare_onednn(args):
+    """Runs this script once per oneDNN setting, then prints the speed-up of oneDNN."""
+    child_arguments = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--backbone",
+        args.backbone,
+        "--image_height",
+        str(args.image_height),
+        "--image_width",
+        str(args.image_width),
+        "--batch_size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+    ]
+    steps_per_second = {}
+    for setting in ("1", "0"):
+        environment = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=setting)
+        output = subprocess.run(
+            child_arguments, env=environment, capture_output=True, text=True, check=True
+        ).stdout
+        print(f"TF_ENABLE_ONEDNN_OPTS={setting}:\n{output}")
+        for line in output.splitlines():
+            if line.startswith("flip="):
+                flip = line.split(":")[0]
+                steps_per_second[(setting, flip)] = float(line.split()[1])
+    for flip in ("flip=False", "flip=True"):
+        ratio = steps_per_second[("1", flip)] / steps_per_second[("0", flip)]
+        print(f"{flip}: oneDNN on / off speed ratio {ratio:.2f}")
 
 
 if __name__ == "__main__":
