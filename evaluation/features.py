@@ -117,24 +117,19 @@ def evaluate_model(
         feature_extraction_images_per_second.
     """
     start_time = time.perf_counter()
-    query_features = extract_features(
-        inference_model,
-        query["image_file_path"],
-        image_height=image_height,
-        image_width=image_width,
-        batch_size=batch_size,
-        use_horizontal_flipping=use_horizontal_flipping,
-        verbose=verbose,
-    )
-    gallery_features = extract_features(
-        inference_model,
-        gallery["image_file_path"],
-        image_height=image_height,
-        image_width=image_width,
-        batch_size=batch_size,
-        use_horizontal_flipping=use_horizontal_flipping,
-        verbose=verbose,
-    )
+
+    def extract(split):
+        return extract_features(
+            inference_model,
+            split["image_file_path"],
+            image_height=image_height,
+            image_width=image_width,
+            batch_size=batch_size,
+            use_horizontal_flipping=use_horizontal_flipping,
+            verbose=verbose,
+        )
+
+    query_features, gallery_features = extract(query), extract(gallery)
     images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
         np.savez(
