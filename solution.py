@@ -141,6 +141,13 @@ flags.DEFINE_enum(
     "Global pooling of every branch.",
     module_name=_MODEL_FLAGS,
 )
+flags.DEFINE_float(
+    "gem_initial_power",
+    1.0,
+    "Starting value of the trainable GeM power p; 1.0 (FlipReID) starts as average pooling, "
+    "3.0 is the usual GeM start.",
+    module_name=_MODEL_FLAGS,
+)
 flags.DEFINE_bool(
     "use_feature_clipping",
     True,
@@ -426,6 +433,7 @@ def _register_validators():
         ("image_height", lambda v: v >= 32, "--image_height must be at least 32 pixels."),
         ("image_width", lambda v: v >= 32, "--image_width must be at least 32 pixels."),
         ("region_num", lambda v: v >= 0, "--region_num must be 0 or more."),
+        ("gem_initial_power", lambda v: v > 0, "--gem_initial_power must be above 0."),
         ("label_smoothing", lambda v: 0 <= v < 1, "--label_smoothing must be in [0, 1)."),
         ("testing_batch_size", lambda v: v >= 1, "--testing_batch_size must be at least 1."),
         (
@@ -566,6 +574,7 @@ def run():
         num_identities=dataset.num_train_identities,
         region_num=FLAGS.region_num,
         pooling_mode=FLAGS.pooling_mode,
+        gem_initial_power=FLAGS.gem_initial_power,
         min_value=FLAGS.min_value if FLAGS.use_feature_clipping else None,
         max_value=FLAGS.max_value if FLAGS.use_feature_clipping else None,
         use_horizontal_flipping_inside_model=FLAGS.use_horizontal_flipping_inside_model,

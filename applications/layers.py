@@ -108,16 +108,16 @@ class FeatureClipping(keras.layers.Layer):
         return config
 
 
-def _average_pooling(name):
+def _average_pooling(name, **_):
     return keras.layers.GlobalAveragePooling2D(name=name, dtype="float32")
 
 
-def _max_pooling(name):
+def _max_pooling(name, **_):
     return keras.layers.GlobalMaxPooling2D(name=name, dtype="float32")
 
 
-def _gem_pooling(name):
-    return GlobalGeMPooling2D(name=name)
+def _gem_pooling(name, gem_initial_power=3.0):
+    return GlobalGeMPooling2D(initial_power=gem_initial_power, name=name)
 
 
 POOLING_LAYER_BUILDERS = {
@@ -127,12 +127,14 @@ POOLING_LAYER_BUILDERS = {
 }
 
 
-def build_pooling_layer(pooling_mode, name=None):
+def build_pooling_layer(pooling_mode, name=None, gem_initial_power=3.0):
     """Builds the global pooling layer of a pooling mode.
 
     Args:
         pooling_mode: "Average", "Max" or "GeM".
         name: layer name.
+        gem_initial_power: float, the starting (trainable) power p of GeM; 1 starts as average
+            pooling, as FlipReID does, 3 is the usual GeM start. Ignored by other modes.
 
     Returns:
         A layer mapping (B, H, W, C) -> float32 (B, C).
@@ -146,4 +148,4 @@ def build_pooling_layer(pooling_mode, name=None):
                 pooling_mode, ", ".join(POOLING_LAYER_BUILDERS)
             )
         )
-    return POOLING_LAYER_BUILDERS[pooling_mode](name)
+    return POOLING_LAYER_BUILDERS[pooling_mode](name, gem_initial_power=gem_initial_power)

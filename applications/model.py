@@ -49,7 +49,14 @@ _REGULARIZED_ATTRIBUTES = {
 
 
 def _build_branch_network(
-    backbone, image_height, image_width, region_num, pooling_mode, min_value, max_value
+    backbone,
+    image_height,
+    image_width,
+    region_num,
+    pooling_mode,
+    min_value,
+    max_value,
+    gem_initial_power,
 ):
     """Builds images (B, H, W, 3) -> list of float32 branch embeddings [(B, D_b), ...]."""
     images = keras.Input(shape=(image_height, image_width, 3), name="images")
@@ -57,7 +64,9 @@ def _build_branch_network(
     features = backbone.trunk(features)
 
     def pool_and_clip(feature_map, branch_name):
-        embedding = build_pooling_layer(pooling_mode, name=branch_name + "_pooling")(feature_map)
+        embedding = build_pooling_layer(
+            pooling_mode, name=branch_name + "_pooling", gem_initial_power=gem_initial_power
+        )(feature_map)
         if min_value is not None or max_value is not None:
             embedding = FeatureClipping(min_value, max_value, name=branch_name + "_clipping")(
                 embedding
@@ -430,6 +439,7 @@ def build_flipreid_models(
     *,
     region_num=2,
     pooling_mode="GeM",
+    gem_initial_power=3.0,
     min_value=None,
     max_value=None,
     use_horizontal_flipping_inside_model=True,
@@ -449,6 +459,7 @@ def build_flipreid_models(
         num_identities: number of training identities (softmax classes).
         region_num: number of horizontal stripes of the regional branch (0: global only).
         pooling_mode: "Average", "Max" or "GeM".
+        gem_initial_power: starting value of GeM's trainable power p (FlipReID: 1.0).
         min_value: lower clip of every branch embedding (None: no lower clip). FlipReID's
             flags default to 0.0.
         max_value: upper clip of every branch embedding (None: no upper clip). FlipReID's
@@ -485,7 +496,14 @@ def build_flipreid_models(
         pretrained_root=pretrained_root,
     )
     branch_network = _build_branch_network(
-        backbone, image_height, image_width, region_num, pooling_mode, min_value, max_value
+        backbone,
+        image_height,
+        image_width,
+        region_num,
+        pooling_mode,
+        min_value,
+        max_value,
+        gem_initial_power,
     )
     classification_heads = _build_classification_heads(
         branch_network, num_identities, _branch_names(region_num)

@@ -76,3 +76,15 @@ def test_gem_runs_in_float32_under_mixed_bfloat16():
         assert model.layers[2].power.dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_gem_starting_at_power_one_is_average_pooling_and_reaches_the_model():
+    from applications.model import build_flipreid_models
+
+    feature_map = tf.random.uniform((2, 4, 3, 5), minval=0.01, maxval=2.0, seed=1)
+    gem = build_pooling_layer("GeM", name="gem", gem_initial_power=1.0)
+    np.testing.assert_allclose(
+        gem(feature_map).numpy(), tf.reduce_mean(feature_map, axis=[1, 2]).numpy(), rtol=1e-5
+    )
+    training_model, _ = build_flipreid_models("resnet18", 64, 32, 4, gem_initial_power=1.0)
+    assert set(training_model.gem_power_values().values()) == {1.0}
