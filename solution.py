@@ -538,6 +538,8 @@ def run():
         f"{os.path.basename(os.path.normpath(FLAGS.dataset_name))}_{FLAGS.backbone_model_name}"
     )
     output_folder_path = make_output_folder(FLAGS.output_folder_path, run_name)
+    if os.path.basename(output_folder_path) != run_name:
+        print(f"{run_name} already exists in {FLAGS.output_folder_path}; it is left untouched.")
     print(f"Writing outputs to {output_folder_path}")
     _write_json(os.path.join(output_folder_path, "flags.json"), flag_values)
 

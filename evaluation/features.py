@@ -9,22 +9,31 @@ from applications.backend import keras, tf
 from datasets.pipeline import build_testing_dataset
 from evaluation.report import evaluate_features
 
-# One traced forward function per model: tracing anew at every evaluation costs seconds and
-# makes TensorFlow warn about retracing.
+# One traced forward function per (model, flip setting): tracing anew at every evaluation costs
+# seconds and makes TensorFlow warn about retracing.
 _FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def _forward_function(inference_model):
-    if inference_model not in _FORWARD_FUNCTIONS:
+def _forward_function(inference_model, use_horizontal_flipping):
+    functions = _FORWARD_FUNCTIONS.setdefault(inference_model, {})
+    if use_horizontal_flipping not in functions:
         # A weak reference inside the function, so that the cache never keeps a model alive.
         model_reference = weakref.ref(inference_model)
-        # Any batch size, the pipeline's uint8 images: one trace serves full and last batches.
+
+        def forward(images):
+            if not use_horizontal_flipping:
+                return model_reference()(images, training=False)
+            # One pass over both views of the batch, then the average of each pair.
+            both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
+            original, flipped = tf.split(model_reference()(both, training=False), 2, axis=0)
+            return (original + flipped) / 2
+
+        # Any batch size of the pipeline's uint8 images: one trace serves every batch.
         image_shape = tuple(inference_model.input_shape[1:])
-        _FORWARD_FUNCTIONS[inference_model] = tf.function(
-            lambda images: model_reference()(images, training=False),
-            input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)],
+        functions[use_horizontal_flipping] = tf.function(
+            forward, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)]
         )
-    return _FORWARD_FUNCTIONS[inference_model]
+    return functions[use_horizontal_flipping]
 
 
 def extract_features(
@@ -58,23 +67,11 @@ def extract_features(
     dataset = build_testing_dataset(
         image_file_paths, image_height=image_height, image_width=image_width, batch_size=batch_size
     )
-    if use_horizontal_flipping:
-        # One pass over the files: both views are embedded from the same decoded batch.
-        dataset = dataset.map(
-            lambda images: tf.concat([images, tf.image.flip_left_right(images)], axis=0),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    # A traced function runs the model as a graph; eager calls are several times slower.
-    embed = tf.function(
-        lambda images: inference_model(images, training=False), reduce_retracing=True
-    )
+    forward = _forward_function(inference_model, use_horizontal_flipping)
     features_list = []
     progress_bar = keras.utils.Progbar(len(image_file_paths), verbose=verbose, unit_name="image")
     for images in dataset:
-        features = np.asarray(embed(images), dtype=np.float32)
-        if use_horizontal_flipping:
-            num_images = features.shape[0] // 2
-            features = (features[:num_images] + features[num_images:]) / 2
+        features = np.asarray(forward(images), dtype=np.float32)
         features_list.append(features)
         progress_bar.add(features.shape[0])
     return np.concatenate(features_list, axis=0)

@@ -149,6 +149,8 @@ def test_evaluation_only_reproduces_the_best_epoch(trained_run):
     # A second run never reuses the first run's folder.
     evaluation_folder_path = trained_run["output_path"] / "Synthetic_resnet18_2"
     assert str(evaluation_folder_path) in completed.stdout
+    assert "Synthetic_resnet18 already exists" in completed.stdout
+    assert (trained_run["run_folder_path"] / "training_model.h5").is_file()
     assert not (evaluation_folder_path / "history.csv").exists()  # no training step ran
     evaluation = json.loads((evaluation_folder_path / "metrics.json").read_text())
     assert evaluation["evaluation_only"]["mAP"] == pytest.approx(best_epoch_mAP, abs=1e-6)
