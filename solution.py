@@ -85,6 +85,13 @@ flags.DEFINE_integer(
     "Synthetic dataset: images drawn per identity.",
     module_name=_DATA_FLAGS,
 )
+flags.DEFINE_bool(
+    "verify_images",
+    False,
+    "Decode every image while loading and skip (and count) the ones that fail. Takes minutes "
+    "on a large dataset; without it a corrupt image stops training with its file name.",
+    module_name=_DATA_FLAGS,
+)
 flags.DEFINE_float(
     "testing_size",
     1.0,
@@ -549,6 +556,7 @@ def run():
         cuhk03_variant=FLAGS.cuhk03_variant,
         combined_dataset_names=FLAGS.combined_dataset_names,
         evaluation_dataset_name=FLAGS.evaluation_dataset_name,
+        verify_images=FLAGS.verify_images,
         synthetic_options=dict(
             num_identities=FLAGS.synthetic_identity_num,
             num_cameras=FLAGS.synthetic_camera_num,

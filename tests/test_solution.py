@@ -208,3 +208,31 @@ def test_bad_flags_are_clear_errors(arguments, expected, tmp_path):
     assert completed.returncode != 0
     assert expected in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_corrupt_image_is_skipped_counted_and_reported_with_verify_images(trained_run, tmp_path):
+    import shutil
+
+    data_path = tmp_path / "data"
+    shutil.copytree(trained_run["data_path"], data_path)
+    gallery_files = sorted(data_path.glob("Synthetic_*/bounding_box_test/0*.jpg"))
+    corrupt_file = gallery_files[len(gallery_files) // 2]
+    corrupt_file.write_bytes(b"not a jpeg at all")
+    output_path = tmp_path / "outputs"
+    completed = run_solution(
+        *TINY_FLAGS,
+        f"--root_folder_path={data_path}",
+        f"--output_folder_path={output_path}",
+        "--evaluation_only",
+        f"--pretrained_model_file_path={trained_run['run_folder_path'] / 'inference_model.h5'}",
+        "--verify_images",
+        "--save_data_to_disk",
+    )
+    metrics = json.loads((output_path / "Synthetic_resnet18" / "metrics.json").read_text())
+    notes = [note for note in metrics["dataset_notes"] if corrupt_file.name in note]
+    assert len(notes) == 1 and "1" in notes[0]
+    assert corrupt_file.name in completed.stdout  # printed with the results, not only logged
+    features = np.load(output_path / "Synthetic_resnet18" / "features.npz")
+    full = np.load(trained_run["run_folder_path"] / "features.npz")
+    assert len(features["gallery_features"]) == len(full["gallery_features"]) - 1
+    assert not any(corrupt_file.name in path for path in features["gallery_image_file_paths"])
