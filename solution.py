@@ -513,7 +513,11 @@ def load_weights_into_either(training_model, inference_model, file_path):
         try:
             load_model_weights(inference_model, file_path)
         except ValueError:
-            raise training_model_error from None
+            raise ValueError(
+                f"{training_model_error} To evaluate on another dataset than the one trained on "
+                "(a different number of identities), pass the inference_model.h5 written beside "
+                "it."
+            ) from None
         print(f"Loaded the inference model's weights from {file_path}")
 
 

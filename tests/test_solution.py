@@ -236,3 +236,26 @@ def test_a_corrupt_image_is_skipped_counted_and_reported_with_verify_images(trai
     full = np.load(trained_run["run_folder_path"] / "features.npz")
     assert len(features["gallery_features"]) == len(full["gallery_features"]) - 1
     assert not any(corrupt_file.name in path for path in features["gallery_image_file_paths"])
+
+
+def test_cross_dataset_evaluation_takes_the_inference_weights(trained_run, tmp_path):
+    # Another Synthetic draw with a different number of training identities than the run's 6.
+    other_dataset_flags = [flag for flag in TINY_FLAGS if "synthetic_identity_num" not in flag]
+    other_dataset_flags += ["--synthetic_identity_num=16", f"--root_folder_path={tmp_path}/data"]
+    completed = run_solution(
+        *other_dataset_flags,
+        f"--output_folder_path={tmp_path}/outputs",
+        "--evaluation_only",
+        f"--pretrained_model_file_path={trained_run['run_folder_path'] / 'inference_model.h5'}",
+    )
+    assert "Loaded the inference model's weights" in completed.stdout
+    completed = run_solution(
+        *other_dataset_flags,
+        f"--output_folder_path={tmp_path}/outputs",
+        "--evaluation_only",
+        f"--pretrained_model_file_path={trained_run['run_folder_path'] / 'training_model.h5'}",
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert "pass the inference_model.h5" in completed.stderr
+    assert "Traceback" not in completed.stderr
