@@ -581,6 +581,13 @@ def run():
     if len(tf.config.list_logical_devices("GPU")) > 1:
         strategy = tf.distribute.MirroredStrategy()
         print(f"Training on {strategy.num_replicas_in_sync} GPUs.")
+        if FLAGS.identity_num_per_batch % strategy.num_replicas_in_sync:
+            # Each replica takes a contiguous slice of the batch; batch-hard mining needs every
+            # identity's K images inside one slice.
+            raise ValueError(
+                f"--identity_num_per_batch ({FLAGS.identity_num_per_batch}) must be a multiple "
+                f"of the number of GPUs ({strategy.num_replicas_in_sync})."
+            )
     model_config = dict(
         backbone_name=FLAGS.backbone_model_name,
         image_height=FLAGS.image_height,
