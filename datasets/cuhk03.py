@@ -35,7 +35,11 @@ CUHK03_PUBLISHED_COUNTS = {
 }
 CUHK03_COUNTS_SOURCE = "Zhong et al., CVPR 2017"
 
-_CUHK03_FILE_NAME_PATTERN = re.compile(r"^(-1|\d+)_c(\d+)_(\d+)\.(?:png|jpg|jpeg)$", re.IGNORECASE)
+# Identity and camera lead the name, as in every Market-style copy; the common loaders match just
+# that prefix, so the rest may be an image index ("_1") or a Market-style "s1_000001_00".
+_CUHK03_FILE_NAME_PATTERN = re.compile(
+    r"^(-1|\d+)_c(\d+)(?:_\d+|s\d+_[\w]+)\.(?:png|jpg|jpeg)$", re.IGNORECASE
+)
 
 
 def parse_cuhk03_file_name(file_name: str) -> tuple[int, int]:

@@ -53,6 +53,7 @@ def test_other_file_name_parsers():
     assert dukemtmc_reid.parse_dukemtmc_reid_file_name("0005_c2_f0046985.jpg") == (5, 2)
     assert cuhk03.parse_cuhk03_file_name("0001_c1_1.png") == (1, 1)
     assert cuhk03.parse_cuhk03_file_name("1467_c2_10.png") == (1467, 2)
+    assert cuhk03.parse_cuhk03_file_name("0003_c2s1_000123_01.png") == (3, 2)
     assert msmt17.parse_msmt17_file_name("0000_000_01_0303morning_0015_0.jpg") == (0, 1)
     assert msmt17.parse_msmt17_list_line("3059/3059_013_15_0113noon_0955_1.jpg 3059\n") == (
         "3059/3059_013_15_0113noon_0955_1.jpg",
