@@ -547,15 +547,6 @@ def run():
     if FLAGS.mixed_precision_policy != "float32":
         keras.mixed_precision.set_global_policy(FLAGS.mixed_precision_policy)
 
-    run_name = (
-        f"{os.path.basename(os.path.normpath(FLAGS.dataset_name))}_{FLAGS.backbone_model_name}"
-    )
-    output_folder_path = make_output_folder(FLAGS.output_folder_path, run_name)
-    if os.path.basename(output_folder_path) != run_name:
-        print(f"{run_name} already exists in {FLAGS.output_folder_path}; it is left untouched.")
-    print(f"Writing outputs to {output_folder_path}")
-    _write_json(os.path.join(output_folder_path, "flags.json"), flag_values)
-
     dataset = load_dataset(
         FLAGS.dataset_name,
         FLAGS.root_folder_path,
@@ -620,9 +611,20 @@ def run():
             cross_entropy_loss_weight=FLAGS.cross_entropy_loss_weight,
             flipping_loss_weight=FLAGS.flipping_loss_weight,
         )
-    _write_json(os.path.join(output_folder_path, "model_config.json"), model_config)
     if FLAGS.pretrained_model_file_path:
         load_weights_into_either(training_model, inference_model, FLAGS.pretrained_model_file_path)
+
+    # Created only once data, model and weights are in place, so a run stopped by bad input
+    # leaves no half-empty folder behind.
+    run_name = (
+        f"{os.path.basename(os.path.normpath(FLAGS.dataset_name))}_{FLAGS.backbone_model_name}"
+    )
+    output_folder_path = make_output_folder(FLAGS.output_folder_path, run_name)
+    if os.path.basename(output_folder_path) != run_name:
+        print(f"{run_name} already exists in {FLAGS.output_folder_path}; it is left untouched.")
+    print(f"Writing outputs to {output_folder_path}")
+    _write_json(os.path.join(output_folder_path, "flags.json"), flag_values)
+    _write_json(os.path.join(output_folder_path, "model_config.json"), model_config)
 
     features_file_path = (
         os.path.join(output_folder_path, "features.npz") if FLAGS.save_data_to_disk else None

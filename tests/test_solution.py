@@ -191,6 +191,7 @@ def test_weights_of_another_backbone_are_a_clear_error(trained_run, tmp_path):
     assert completed.returncode != 0
     assert "training_model.h5" in completed.stderr
     assert "Traceback" not in completed.stderr
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -208,6 +209,7 @@ def test_bad_flags_are_clear_errors(arguments, expected, tmp_path):
     assert completed.returncode != 0
     assert expected in completed.stderr
     assert "Traceback" not in completed.stderr
+    assert not any(tmp_path.iterdir())  # a stopped run leaves no output folder behind
 
 
 def test_a_corrupt_image_is_skipped_counted_and_reported_with_verify_images(trained_run, tmp_path):
