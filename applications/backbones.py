@@ -4,6 +4,13 @@ FlipReID feeds the global branch and the regional branch from separate copies of
 residual stage, so a backbone is delivered in two parts: the trunk (init block and stages 1-3),
 built once, and a function that makes a fresh, independently trainable copy of stage 4 holding
 the same (e.g. ImageNet) weights as the original.
+
+Last stride: FlipReID's own copies of these backbones build stage 4 without downsampling
+(last stride 1), so the last feature map is 1/16 of the input instead of pip tf2cv's 1/32. The
+copies made here get the same by removing the downsampling of stage 4's first unit before it
+is first built: its strided convolutions (body and shortcut) run with stride 1, and ResNeSt's
+average-pool downsampling is skipped. No weight changes shape, so ImageNet weights load the
+same with either stride.
 """
 
 import os
@@ -12,6 +19,8 @@ import socket
 from absl import logging
 
 from applications.backend import keras
+
+LAST_STRIDES = (1, 2)
 
 # Name -> tf2cv model name. All four are plain tf2cv classifiers whose `features` children are
 # init_block, stage1, stage2, stage3, stage4 and final_pool.
@@ -44,6 +53,29 @@ class NamedBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         return self.block(inputs, training=training)
+
+
+def _remove_downsampling(unit):
+    """Makes an unbuilt tf2cv residual unit keep the spatial size of its input (stride 1).
+
+    Strided convolutions (ResNet and IBN-ResNet bodies and shortcuts) get stride 1: tf_keras
+    reads `strides` when a convolution is called, and the explicit zero padding of tf2cv's 3x3
+    convolutions then keeps the size. ResNeSt downsamples by average pooling instead: its body's
+    pool is switched off (`resize`) and its shortcut's pool, whose window equals its stride,
+    becomes the identity, which is what a stride-1 ResNeSt unit computes. None of this touches a
+    weight.
+
+    Args:
+        unit: the first unit of a tf2cv stage, not yet built.
+    """
+    for layer in [unit, *unit.submodules]:
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.strides) != (1, 1):
+            layer.strides = (1, 1)
+        if getattr(layer, "resize", None) is True:
+            layer.resize = False
+        identity_pool = getattr(getattr(layer, "identity_block", None), "pool", None)
+        if identity_pool is not None and getattr(identity_pool, "use_stride", False):
+            layer.identity_block.pool = keras.layers.Activation("linear", name="pool")
 
 
 def _children_by_name(tf2cv_model):
@@ -156,10 +188,11 @@ class Backbone:
         trunk_output_shape: (H/16, W/16, C3).
     """
 
-    def __init__(self, backbone_name, image_height, image_width, *, pretrained, pretrained_root):
+    def __init__(
+        self, backbone_name, image_height, image_width, *, pretrained, pretrained_root, last_stride
+    ):
         self.name = backbone_name
-        self._pretrained = pretrained
-        self._pretrained_root = pretrained_root
+        self.last_stride = last_stride
         source_model = build_tf2cv_model(
             backbone_name, pretrained=pretrained, pretrained_root=pretrained_root
         )
@@ -184,10 +217,14 @@ class Backbone:
             name: name of the returned model (and prefix of its variables); must be unique.
 
         Returns:
-            Functional keras.Model: trunk features (B, h, w, C3) -> (B, h/2, w/2, C4).
+            Functional keras.Model: trunk features (B, h, w, C3) -> (B, h, w, C4) with last
+            stride 1, (B, h/2, w/2, C4) with last stride 2.
         """
         fresh_model = build_tf2cv_model(self.name, pretrained=False)
-        stage = NamedBlock(_children_by_name(fresh_model)[_LAST_STAGE_NAME], name=name + "_block")
+        fresh_stage = _children_by_name(fresh_model)[_LAST_STAGE_NAME]
+        if self.last_stride == 1:
+            _remove_downsampling(fresh_stage.children[0])
+        stage = NamedBlock(fresh_stage, name=name + "_block")
         stage_input = keras.Input(shape=self.trunk_output_shape)
         copy = keras.Model(stage_input, stage(stage_input), name=name)
         copy.set_weights(self._last_stage_weights)
@@ -195,7 +232,13 @@ class Backbone:
 
 
 def build_backbone(
-    backbone_name, image_height, image_width, *, pretrained=False, pretrained_root=None
+    backbone_name,
+    image_height,
+    image_width,
+    *,
+    pretrained=False,
+    pretrained_root=None,
+    last_stride=1,
 ):
     """Builds a registered backbone as a trunk plus a factory of last-stage copies.
 
@@ -206,12 +249,13 @@ def build_backbone(
         image_width: input width in pixels.
         pretrained: load tf2cv's ImageNet weights into the trunk and every last-stage copy.
         pretrained_root: folder of tf2cv's weight cache; None means ~/.tensorflow/models.
+        last_stride: 1 (FlipReID: stage 4 keeps the 1/16 resolution) or 2 (pip tf2cv: 1/32).
 
     Returns:
         Backbone.
 
     Raises:
-        ValueError: unknown backbone_name or non-positive image size.
+        ValueError: unknown backbone_name, non-positive image size or last_stride not 1 or 2.
         RuntimeError: pretrained weights are neither cached nor downloadable.
     """
     _tf2cv_model_name(backbone_name)
@@ -219,18 +263,27 @@ def build_backbone(
         raise ValueError(
             f"image_height and image_width must be positive, got {image_height}x{image_width}."
         )
-    logging.info("Building backbone %s (pretrained=%s).", backbone_name, pretrained)
+    if last_stride not in LAST_STRIDES:
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}.")
+    logging.info(
+        "Building backbone %s (pretrained=%s, last stride %d).",
+        backbone_name,
+        pretrained,
+        last_stride,
+    )
     return Backbone(
         backbone_name,
         image_height,
         image_width,
         pretrained=pretrained,
         pretrained_root=pretrained_root,
+        last_stride=last_stride,
     )
 
 
 __all__ = [
     "BACKBONE_MODEL_NAMES",
+    "LAST_STRIDES",
     "Backbone",
     "NamedBlock",
     "build_backbone",

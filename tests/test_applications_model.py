@@ -170,3 +170,40 @@ def test_mismatched_weights_file_raises_value_error(flip_models, tmp_path):
         load_model_weights(other_training_model, file_path)
     with pytest.raises(FileNotFoundError):
         load_model_weights(other_training_model, str(tmp_path / "missing.h5"))
+
+
+@pytest.mark.parametrize(
+    "region_num, expected_branches", [(0, ["global"]), (1, ["global", "region1"])]
+)
+def test_every_region_num_trains_evaluates_saves_and_reloads(
+    region_num, expected_branches, tmp_path
+):
+    """region_num 0 (global only) returns single tensors from Keras; 1 gives one stripe."""
+    training_model, inference_model = build(region_num=region_num)
+    training_model.compile(keras.optimizers.Adam(1e-4))
+    images, labels = random_batch(seed=5)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(2)
+    history = training_model.fit(dataset, epochs=1, verbose=0).history
+    for name in LOGGED_NAMES:
+        assert np.isfinite(history[name][0])
+    assert history["flipping_loss"][0] > 0
+    assert sorted(training_model.gem_power_values()) == sorted(
+        f"{branch}_pooling" for branch in expected_branches
+    )
+    outputs = training_model(images, training=False)
+    assert len(outputs["branch_embeddings"]) == len(outputs["probabilities"]) == region_num + 1
+    embedding = inference_model(images, training=False).numpy()
+    # The global branch's 512 dimensions, plus 512 from the one stripe when region_num is 1.
+    assert embedding.shape == (8, 512 * len(expected_branches))
+
+    training_file_path = str(tmp_path / "training_model.h5")
+    inference_file_path = str(tmp_path / "inference_model.h5")
+    training_model.save_weights(training_file_path)
+    inference_model.save_weights(inference_file_path)
+    for file_path in (training_file_path, inference_file_path):
+        fresh_training_model, fresh_inference_model = build(region_num=region_num)
+        target = fresh_training_model if file_path == training_file_path else fresh_inference_model
+        load_model_weights(target, file_path)
+        np.testing.assert_array_equal(
+            fresh_inference_model(images, training=False).numpy(), embedding
+        )

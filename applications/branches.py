@@ -1,0 +1,91 @@
+"""The branch network: trunk, global branch and regional stripe branches, and the inference model.
+
+images (B, H, W, 3) in [0, 255] -> ImageNet normalisation -> trunk (init block, stages 1-3);
+global branch: its own copy of stage 4 -> pooling -> optional clipping; regional branch: another
+copy of stage 4 cut into `region_num` horizontal stripes, each -> 3x3 conv (C4 / region_num
+filters) + ReLU -> pooling -> optional clipping.
+"""
+
+from applications.backend import keras
+from applications.layers import FeatureClipping, ImageNormalization, build_pooling_layer
+
+
+def as_output_list(outputs):
+    """Returns a model's outputs as a list: a Keras model with one output returns a bare tensor."""
+    if isinstance(outputs, (list, tuple)):
+        return list(outputs)
+    return [outputs]
+
+
+def build_branch_network(
+    backbone,
+    image_height,
+    image_width,
+    region_num,
+    pooling_mode,
+    min_value,
+    max_value,
+    gem_initial_power,
+):
+    """Builds images (B, H, W, 3) -> list of float32 branch embeddings [(B, D_b), ...]."""
+    images = keras.Input(shape=(image_height, image_width, 3), name="images")
+    features = ImageNormalization(name="image_normalization")(images)
+    features = backbone.trunk(features)
+
+    def pool_and_clip(feature_map, branch_name):
+        embedding = build_pooling_layer(
+            pooling_mode, name=branch_name + "_pooling", gem_initial_power=gem_initial_power
+        )(feature_map)
+        if min_value is not None or max_value is not None:
+            embedding = FeatureClipping(min_value, max_value, name=branch_name + "_clipping")(
+                embedding
+            )
+        return embedding
+
+    global_feature_map = backbone.build_last_stage_copy("last_stage_global")(features)
+    branch_embeddings = [pool_and_clip(global_feature_map, "global")]
+
+    if region_num > 0:
+        regional_feature_map = backbone.build_last_stage_copy("last_stage_regional")(features)
+        total_height, _, num_channels = regional_feature_map.shape[1:]
+        region_size = total_height // region_num
+        if region_size == 0:
+            raise ValueError(
+                f"region_num={region_num} exceeds the height {total_height} of the last feature "
+                f"map at image_height={image_height}; use a taller image or fewer regions."
+            )
+        for region_index in range(region_num):
+            start_index = region_index * region_size
+            # The last stripe takes the rows left over by an uneven split.
+            end_index = (
+                total_height if region_index == region_num - 1 else start_index + region_size
+            )
+            branch_name = branch_names(region_num)[region_index + 1]
+            stripe = keras.layers.Cropping2D(
+                cropping=((start_index, total_height - end_index), (0, 0)),
+                name=branch_name + "_stripe",
+            )(regional_feature_map)
+            stripe = keras.layers.Conv2D(
+                filters=num_channels // region_num,
+                kernel_size=3,
+                padding="same",
+                activation="relu",
+                name=branch_name + "_reduction",
+            )(stripe)
+            branch_embeddings.append(pool_and_clip(stripe, branch_name))
+
+    return keras.Model(images, branch_embeddings, name="branch_network")
+
+
+def branch_names(region_num):
+    return ["global"] + [f"region{index + 1}" for index in range(region_num)]
+
+
+def build_inference_model(branch_network):
+    """Builds images (B, H, W, 3) -> float32 concatenated branch embeddings (B, D)."""
+    outputs = branch_network.outputs
+    if len(outputs) == 1:
+        embedding = FeatureClipping(name="embedding")(outputs[0])
+    else:
+        embedding = keras.layers.Concatenate(axis=-1, dtype="float32", name="embedding")(outputs)
+    return keras.Model(branch_network.inputs, embedding, name="inference_model")

@@ -1,0 +1,34 @@
+"""Loading weights saved by `save_weights` into a model rebuilt from the same settings."""
+
+import os
+
+from applications.backend import tf
+
+
+def load_model_weights(model, file_path):
+    """Loads weights saved by `save_weights` of a model built with the same flags.
+
+    Args:
+        model: the training model (or the inference model) to load into.
+        file_path: the weights file (.h5 or a checkpoint prefix).
+
+    Raises:
+        FileNotFoundError: no file at file_path.
+        ValueError: the file does not fit the model.
+    """
+    is_checkpoint = os.path.isfile(file_path + ".index")
+    if not os.path.isfile(file_path) and not is_checkpoint:
+        raise FileNotFoundError(f"No weights file at {file_path}.")
+    try:
+        status = model.load_weights(file_path)
+        if is_checkpoint and status is not None:
+            status.assert_existing_objects_matched()
+    except (ValueError, KeyError, IndexError, AssertionError, tf.errors.OpError) as error:
+        raise ValueError(
+            f"The weights file {file_path} does not fit this {model.name} model: {error}. "
+            "Build the model with the same backbone_name, region_num, pooling_mode and "
+            "num_identities as the model that saved it (image_height, image_width, min_value, "
+            "max_value and use_horizontal_flipping_inside_model do not change the weights), and "
+            "load a file "
+            "saved from the same kind of model (training or inference)."
+        ) from error
