@@ -19,12 +19,8 @@ from absl import logging
 
 from applications.backend import keras, tf
 from applications.model import build_flipreid_models
+from applications.weights import load_model_weights
 from datasets.pipeline import decode_and_resize
-
-try:  # The weights helpers are moving from applications.model to applications.weights.
-    from applications.weights import load_model_weights
-except ImportError:  # pragma: no cover - before the move
-    from applications.model import load_model_weights
 
 IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _NUM_NAMED_FILES = 5
