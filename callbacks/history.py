@@ -1,4 +1,4 @@
-"""Per-epoch history as CSV and PNG plots."""
+"""Per-epoch history as CSV and three PNG figures: losses, test metrics, training state."""
 
 import os
 
@@ -7,12 +7,108 @@ import matplotlib
 matplotlib.use("Agg")  # files only; training machines usually have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from applications.backend import keras  # noqa: E402
 
+# Figure file name -> which history columns it shows.
+LOSSES_FIGURE_FILE_NAME = "losses.png"
+TEST_METRICS_FIGURE_FILE_NAME = "test_metrics.png"
+TRAINING_STATE_FIGURE_FILE_NAME = "training_state.png"
+
+
+def group_history_columns(columns):
+    """Splits history column names into (loss terms, test metrics, the rest); `epoch` is left out.
+
+    Loss terms are `loss` and every `*_loss`; test metrics every `test_*`; order is kept.
+    """
+    keys = [key for key in columns if key != "epoch"]
+    loss_keys = [key for key in keys if key == "loss" or key.endswith("_loss")]
+    test_keys = [key for key in keys if key.startswith("test_")]
+    other_keys = [key for key in keys if key not in loss_keys and key not in test_keys]
+    return loss_keys, test_keys, other_keys
+
+
+def _numeric_columns(history, keys):
+    """(key, epochs, values) of each key that has at least one number, NaN rows dropped."""
+    columns = []
+    for key in keys:
+        series = pd.to_numeric(history[key], errors="coerce")
+        mask = series.notna().to_numpy()
+        if mask.any():
+            columns.append((key, history["epoch"].to_numpy()[mask], series.to_numpy()[mask]))
+    return columns
+
+
+def _finish_axes(axes, last_epoch):
+    axes.set_xlim(0.5, max(last_epoch, 1) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(True, alpha=0.3)
+
+
+def _save(figure, file_path):
+    figure.tight_layout()
+    figure.savefig(file_path, dpi=90)
+    plt.close(figure)
+
+
+def _plot_panels(columns, last_epoch, file_path, title):
+    """One small panel per column (each with its own scale), sharing the epoch axis."""
+    num_columns = min(3, len(columns))
+    num_rows = -(-len(columns) // num_columns)
+    figure, axes_grid = plt.subplots(
+        num_rows,
+        num_columns,
+        figsize=(4.2 * num_columns, 2.8 * num_rows),
+        squeeze=False,
+    )
+    for axes, (key, epochs, values) in zip(axes_grid.flat, columns):
+        axes.plot(epochs, values, marker="o", markersize=3)
+        axes.set_title(key, fontsize=10)
+        axes.set_xlabel("epoch")
+        _finish_axes(axes, last_epoch)
+    for axes in list(axes_grid.flat)[len(columns) :]:
+        axes.set_visible(False)
+    figure.suptitle(title)
+    _save(figure, file_path)
+
+
+def _plot_test_metrics(columns, last_epoch, file_path):
+    """Every test metric in percent on one axes; re-ranked ones dashed in their metric's colour."""
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    colors = {}
+    for key, epochs, values in columns:
+        name = key.removeprefix("test_").removeprefix("re_ranking_")
+        re_ranked = key.startswith("test_re_ranking_")
+        if name not in colors:
+            colors[name] = f"C{len(colors) % 10}"
+        label = name + (" (re-ranked)" if re_ranked else "")
+        axes.plot(
+            epochs,
+            100 * values,
+            linestyle="--" if re_ranked else "-",
+            marker="o",
+            color=colors[name],
+            label=f"{label}: {100 * values[-1]:.1f}",
+        )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("%")
+    axes.set_ylim(0, 100)
+    axes.set_title("Test metrics (last value in the legend)")
+    _finish_axes(axes, last_epoch)
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    _save(figure, file_path)
+
 
 def plot_history(history, output_folder_path):
-    """Writes one PNG line plot per numeric column of `history`.
+    """Writes three figures of the per-epoch history.
+
+    - losses.png: one panel per loss term (`loss` and every `*_loss` column), each on its own
+      scale, since the terms differ by orders of magnitude;
+    - test_metrics.png: every `test_*` metric in percent on one plot over the whole epoch axis,
+      with markers where an evaluation ran (evaluations are every N epochs, so lines join
+      those points only); re-ranked metrics dashed;
+    - training_state.png: the remaining columns (accuracy, learning rate, GeM powers, ...).
 
     Args:
         history: pandas DataFrame with an `epoch` column (1-based) and one column per logged key;
@@ -20,28 +116,33 @@ def plot_history(history, output_folder_path):
         output_folder_path: str, folder for the PNG files, created if needed.
 
     Returns:
-        list of str, the written file paths.
+        list of str, the written file paths (a figure without data is not written).
     """
     os.makedirs(output_folder_path, exist_ok=True)
+    loss_keys, test_keys, other_keys = group_history_columns(history.columns)
+    last_epoch = int(pd.to_numeric(history["epoch"]).max()) if len(history) else 1
     file_paths = []
-    for key in history.columns:
-        if key == "epoch":
-            continue
-        series = pd.to_numeric(history[key], errors="coerce")
-        mask = series.notna()
-        if not mask.any():
-            continue
-        figure, axes = plt.subplots(figsize=(6, 4))
-        axes.plot(history["epoch"][mask], series[mask], marker="o")
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(key)
-        axes.set_title(key)
-        axes.grid(True, alpha=0.3)
-        file_path = os.path.join(output_folder_path, f"{key}.png")
-        figure.tight_layout()
-        figure.savefig(file_path, dpi=80)
-        plt.close(figure)
-        file_paths.append(file_path)
+    for columns, file_name, draw in (
+        (
+            _numeric_columns(history, loss_keys),
+            LOSSES_FIGURE_FILE_NAME,
+            lambda columns, path: _plot_panels(columns, last_epoch, path, "Training losses"),
+        ),
+        (
+            _numeric_columns(history, test_keys),
+            TEST_METRICS_FIGURE_FILE_NAME,
+            lambda columns, path: _plot_test_metrics(columns, last_epoch, path),
+        ),
+        (
+            _numeric_columns(history, other_keys),
+            TRAINING_STATE_FIGURE_FILE_NAME,
+            lambda columns, path: _plot_panels(columns, last_epoch, path, "Training state"),
+        ),
+    ):
+        if columns:
+            file_path = os.path.join(output_folder_path, file_name)
+            draw(columns, file_path)
+            file_paths.append(file_path)
     return file_paths
 
 

@@ -144,8 +144,8 @@ def test_fit_in_stages_freezes_then_trains_with_one_epoch_count(tmp_path):
     assert csv["test_mAP"].isna().tolist() == [True, False, True, False, False]
     assert np.allclose(csv["learning_rate"], 0.01)
     assert len(evaluate_calls) == 3
-    assert (tmp_path / "plots" / "loss.png").stat().st_size > 0
-    assert (tmp_path / "plots" / "test_mAP.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "losses.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "test_metrics.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("freeze", [0, 7])
