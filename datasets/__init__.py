@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from datasets.alignedreid import is_alignedreid_folder, load_alignedreid_folder
 from datasets.combined import COMBINED_IDENTITY_OFFSET, combine_datasets
 from datasets.cuhk03 import load_cuhk03, normalize_cuhk03_variant, parse_cuhk03_file_name
 from datasets.dukemtmc_reid import load_dukemtmc_reid, parse_dukemtmc_reid_file_name
@@ -85,7 +86,8 @@ def load_dataset(
     Args:
         dataset_name: One of ``DATASET_NAMES``, or the path of an existing folder holding
             ``bounding_box_train``, ``query`` and ``bounding_box_test`` with Market-1501 file names
-            (a user's own data; ``root_folder_path`` is then ignored).
+            (a user's own data; ``root_folder_path`` is then ignored), or of a folder holding
+            ``images/`` and ``partitions.pkl`` in AlignedReID's format.
         root_folder_path: The folder that contains the dataset folder (e.g. the folder holding
             ``Market-1501-v15.09.15``), or the dataset folder itself. For "Synthetic", the cache
             folder the generated dataset is written to.
@@ -134,11 +136,14 @@ def load_dataset(
         )
     if dataset_name in DATASET_NAMES:
         return _load_single(dataset_name, root_folder_path, **single_options)
+    if os.path.isdir(str(dataset_name)) and is_alignedreid_folder(str(dataset_name)):
+        return load_alignedreid_folder(str(dataset_name), verify_images=verify_images)
     if os.path.isdir(str(dataset_name)) and is_market1501_layout_folder(str(dataset_name)):
         return load_user_folder(str(dataset_name), verify_images=verify_images)
     raise ValueError(
         f"Unknown dataset_name {dataset_name!r}; valid names: {list(DATASET_NAMES)}, or the path "
-        "of a folder holding bounding_box_train, query and bounding_box_test in Market-1501 naming"
+        "of a folder holding bounding_box_train, query and bounding_box_test in Market-1501 naming "
+        "(or images/ and partitions.pkl in AlignedReID's format)"
     )
 
 
