@@ -1,17 +1,17 @@
-"""A procedurally drawn person re-identification dataset ("Synthetic"), for demos and tests.
+"""The built-in Synthetic person re-identification dataset: generated once, cached, loaded.
 
-Every identity has fixed traits (clothing colours drawn from small palettes so that many people
-share some of them, a clothing pattern, hair and skin tones, body proportions, an optional bag or
-backpack worn on one side). Every camera has its own nuisances (background, illumination, white
-balance, blur, noise, scale and framing). Every image varies on its own (leg and arm positions,
-shift and scale, sometimes a partial occlusion, sometimes mirrored). The result is written in the
-Market-1501 layout and naming, including distractors (identity 0000) and junk (-1) in the
-gallery, so it exercises the same loader rules as the real data.
+``generate_synthetic_dataset`` draws identities, cameras and images
+(``datasets.synthetic_appearance``), paints them (``datasets.synthetic_rendering``) and writes
+them in the Market-1501 layout and naming, with distractors (identity 0000) and junk (-1) in the
+gallery, so the same loader rules apply as on real data. It is built to be hard for features that
+were not learned: every camera has its own cluttered scene and colour cast, people are occluded,
+passers-by stray into the boxes, and some identities have a look-alike "twin" that differs in
+one or two attributes.
 
-Generation is deterministic: every random draw comes from a numpy Generator seeded by
-``(seed, stream, index)``, so an identity's traits do not depend on how many identities are
-drawn. A generated folder holds ``manifest.json`` with the parameters and is reused when asked
-for again with the same parameters; other parameters go to another folder (nothing is deleted).
+Generation is deterministic for its parameters. A generated folder holds ``manifest.json`` with
+the parameters and the generator version and is reused when asked for again with the same ones;
+anything else goes to another folder (nothing is ever deleted), so a changed generator never
+reuses an old cache.
 """
 
 from __future__ import annotations
@@ -27,8 +27,18 @@ import numpy as np
 from absl import logging
 
 from datasets import market1501, records
+from datasets.synthetic_appearance import (
+    EXTRA_STREAM,
+    IMAGE_STREAM,
+    STRANGER_ID_OFFSET,
+    draw_camera_conditions,
+    draw_identity_traits,
+    draw_image_variation,
+)
+from datasets.synthetic_rendering import render_camera_background, render_image
 
-SYNTHETIC_GENERATOR_VERSION = 1
+# Bump whenever the images drawn for the same parameters change: it is part of the cache key.
+SYNTHETIC_GENERATOR_VERSION = 2
 SYNTHETIC_MANIFEST_FILE_NAME = "manifest.json"
 SYNTHETIC_DEFAULT_OPTIONS = {
     "num_identities": 200,
@@ -38,399 +48,18 @@ SYNTHETIC_DEFAULT_OPTIONS = {
     "image_width": 64,
     "num_distractor_images": 20,
     "num_junk_images": 10,
+    "difficulty": 1.0,
+    "twin_fraction": 0.3,
     "seed": 0,
 }
-
-# Small palettes (BGR) on purpose: with 200 identities many share a colour, so a model must
-# combine several cues. Colours are spread so that camera colour casts do not merge them all.
-_UPPER_COLOURS = (
-    (40, 40, 200),
-    (120, 40, 20),
-    (235, 235, 235),
-    (30, 30, 30),
-    (128, 128, 128),
-    (50, 140, 40),
-    (40, 200, 220),
-    (210, 160, 90),
-)
-_LOWER_COLOURS = (
-    (25, 25, 25),
-    (110, 60, 30),
-    (120, 120, 120),
-    (140, 180, 200),
-    (30, 60, 100),
-    (220, 220, 220),
-)
-_HAIR_COLOURS = ((20, 20, 20), (30, 50, 80), (90, 170, 210), (170, 170, 170))
-_SKIN_COLOURS = ((160, 190, 230), (120, 160, 210), (80, 120, 170), (50, 80, 120))
-_SHOE_COLOURS = ((20, 20, 20), (230, 230, 230), (40, 60, 120))
-_ACCESSORY_COLOURS = ((20, 20, 20), (40, 40, 160), (110, 80, 50), (60, 120, 60))
-UPPER_PATTERNS = ("solid", "horizontal_stripes", "vertical_stripes", "checks")
-ACCESSORIES = ("none", "bag", "backpack")
-BACKGROUND_TEXTURES = ("gradient", "tiles", "stripes")
-
-# Seed streams, so that identity, camera, image and distractor draws never share a sequence.
-_IDENTITY_STREAM, _CAMERA_STREAM, _IMAGE_STREAM, _EXTRA_STREAM = 1, 2, 3, 4
-
-
-@dataclasses.dataclass(frozen=True)
-class IdentityTraits:
-    """The fixed appearance of one synthetic person (colours are BGR uint8 triples)."""
-
-    upper_colour: tuple[int, int, int]
-    upper_pattern: str
-    pattern_colour: tuple[int, int, int]
-    lower_colour: tuple[int, int, int]
-    hair_colour: tuple[int, int, int]
-    skin_colour: tuple[int, int, int]
-    shoe_colour: tuple[int, int, int]
-    height_fraction: float
-    width_fraction: float
-    leg_fraction: float
-    accessory: str
-    accessory_side: int
-    accessory_colour: tuple[int, int, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class CameraConditions:
-    """The nuisances of one synthetic camera."""
-
-    background_colour: tuple[int, int, int]
-    texture_colour: tuple[int, int, int]
-    background_texture: str
-    horizon_fraction: float
-    illumination_gain: float
-    white_balance: tuple[float, float, float]
-    blur_sigma: float
-    noise_std: float
-    scale: float
-    vertical_offset: float
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageVariation:
-    """Per-image variation: pose, framing, occlusion, mirroring and the noise seed."""
-
-    leg_phase: float
-    arm_phase: float
-    shift_x: float
-    shift_y: float
-    scale: float
-    occlusion: tuple[float, float, float, float] | None
-    occlusion_colour: tuple[int, int, int]
-    mirror: bool
-    noise_seed: int
-
-
-def _pick(generator: np.random.Generator, palette):
-    return palette[int(generator.integers(len(palette)))]
-
-
-def draw_identity_traits(seed: int, identity_ID: int) -> IdentityTraits:
-    """Draws the traits of one identity; the same (seed, identity_ID) always gives the same ones.
-
-    Args:
-        seed: Dataset seed.
-        identity_ID: Identity number (>= 0); distractors use a separate stream.
-
-    Returns:
-        The identity's traits.
-    """
-    generator = np.random.default_rng([seed, _IDENTITY_STREAM, identity_ID])
-    upper_colour = _pick(generator, _UPPER_COLOURS)
-    pattern_colour = _pick(generator, [c for c in _UPPER_COLOURS if c != upper_colour])
-    return IdentityTraits(
-        upper_colour=upper_colour,
-        upper_pattern=str(generator.choice(UPPER_PATTERNS, p=(0.4, 0.2, 0.2, 0.2))),
-        pattern_colour=pattern_colour,
-        lower_colour=_pick(generator, _LOWER_COLOURS),
-        hair_colour=_pick(generator, _HAIR_COLOURS),
-        skin_colour=_pick(generator, _SKIN_COLOURS),
-        shoe_colour=_pick(generator, _SHOE_COLOURS),
-        height_fraction=float(generator.uniform(0.78, 0.94)),
-        width_fraction=float(generator.uniform(0.30, 0.46)),
-        leg_fraction=float(generator.uniform(0.40, 0.52)),
-        accessory=str(generator.choice(ACCESSORIES, p=(0.5, 0.25, 0.25))),
-        accessory_side=int(generator.choice((-1, 1))),
-        accessory_colour=_pick(generator, _ACCESSORY_COLOURS),
-    )
-
-
-def draw_camera_conditions(seed: int, camera_ID: int) -> CameraConditions:
-    """Draws the nuisances of one camera; deterministic in (seed, camera_ID)."""
-    generator = np.random.default_rng([seed, _CAMERA_STREAM, camera_ID])
-    background_colour = tuple(int(v) for v in generator.integers(60, 200, size=3))
-    texture_colour = tuple(
-        int(np.clip(v + generator.integers(-50, 50), 0, 255)) for v in background_colour
-    )
-    return CameraConditions(
-        background_colour=background_colour,
-        texture_colour=texture_colour,
-        background_texture=str(generator.choice(BACKGROUND_TEXTURES)),
-        horizon_fraction=float(generator.uniform(0.55, 0.85)),
-        illumination_gain=float(generator.uniform(0.7, 1.25)),
-        white_balance=tuple(float(v) for v in generator.uniform(0.85, 1.15, size=3)),
-        blur_sigma=float(generator.uniform(0.0, 1.2)),
-        noise_std=float(generator.uniform(2.0, 8.0)),
-        scale=float(generator.uniform(0.88, 1.05)),
-        vertical_offset=float(generator.uniform(-0.04, 0.04)),
-    )
-
-
-def draw_image_variation(
-    generator: np.random.Generator, *, occlusion_probability: float = 0.15
-) -> ImageVariation:
-    """Draws one image's pose, framing, occlusion and mirroring from ``generator``."""
-    occlusion = None
-    if generator.random() < occlusion_probability:
-        # A rectangle entering from the bottom or a side, covering up to about a third.
-        side = int(generator.integers(3))
-        extent = float(generator.uniform(0.2, 0.4))
-        occlusion = {
-            0: (0.0, 1.0 - extent, 1.0, 1.0),
-            1: (0.0, 0.3, extent, 1.0),
-            2: (1.0 - extent, 0.3, 1.0, 1.0),
-        }[side]
-    return ImageVariation(
-        leg_phase=float(generator.uniform(-1.0, 1.0)),
-        arm_phase=float(generator.uniform(-1.0, 1.0)),
-        shift_x=float(generator.uniform(-0.06, 0.06)),
-        shift_y=float(generator.uniform(-0.03, 0.03)),
-        scale=float(generator.uniform(0.93, 1.07)),
-        occlusion=occlusion,
-        occlusion_colour=tuple(int(v) for v in generator.integers(0, 256, size=3)),
-        mirror=bool(generator.random() < 0.5),
-        noise_seed=int(generator.integers(2**31)),
-    )
-
-
-def _draw_background(camera: CameraConditions, image_height: int, image_width: int) -> np.ndarray:
-    """Fills an (H, W, 3) uint8 canvas with the camera's wall, floor and texture."""
-    image = np.empty((image_height, image_width, 3), dtype=np.uint8)
-    image[:] = camera.background_colour
-    horizon_y = int(camera.horizon_fraction * image_height)
-    image[horizon_y:] = camera.texture_colour
-    rows = np.arange(image_height)[:, None]
-    columns = np.arange(image_width)[None, :]
-    if camera.background_texture == "gradient":
-        ramp = np.linspace(0.8, 1.15, image_height, dtype=np.float32)[:, None, None]
-        image = np.clip(image.astype(np.float32) * ramp, 0, 255).astype(np.uint8)
-    elif camera.background_texture == "tiles":
-        cell = max(4, image_width // 6)
-        mask = ((rows // cell + columns // cell) % 2 == 0) & (rows >= horizon_y)
-        image[mask] = camera.background_colour
-    else:
-        period = max(4, image_width // 5)
-        mask = ((columns // period) % 2 == 0) & (rows < horizon_y)
-        image[np.broadcast_to(mask, (image_height, image_width))] = camera.texture_colour
-    return image
-
-
-def _fill_patterned_rectangle(
-    image: np.ndarray, top_left, bottom_right, traits: IdentityTraits
-) -> None:
-    """Paints the torso rectangle with the identity's upper colour and pattern, in place."""
-    x0, y0 = (int(round(v)) for v in top_left)
-    x1, y1 = (int(round(v)) for v in bottom_right)
-    clipped_x0, clipped_y0 = max(x0, 0), max(y0, 0)
-    clipped_x1, clipped_y1 = min(x1, image.shape[1]), min(y1, image.shape[0])
-    if clipped_x1 <= clipped_x0 or clipped_y1 <= clipped_y0:
-        return
-    region = image[clipped_y0:clipped_y1, clipped_x0:clipped_x1]
-    region[:] = traits.upper_colour
-    rows = np.arange(clipped_y0, clipped_y1)[:, None] - y0
-    columns = np.arange(clipped_x0, clipped_x1)[None, :] - x0
-    period = max(2, (y1 - y0) // 6)
-    horizontal = (rows // period) % 2 == 1
-    vertical = (columns // max(2, (x1 - x0) // 4)) % 2 == 1
-    if traits.upper_pattern == "horizontal_stripes":
-        mask = np.broadcast_to(horizontal, region.shape[:2])
-    elif traits.upper_pattern == "vertical_stripes":
-        mask = np.broadcast_to(vertical, region.shape[:2])
-    elif traits.upper_pattern == "checks":
-        mask = horizontal ^ vertical
-    else:
-        return
-    region[mask] = traits.pattern_colour
-
-
-@dataclasses.dataclass(frozen=True)
-class BodyLayout:
-    """Where the body parts of one image lie, in pixels, before mirroring."""
-
-    centre_x: float
-    body_height: float
-    head_radius: float
-    neck_y: float
-    hip_y: float
-    foot_y: float
-    torso_width: float
-
-    @property
-    def torso_box(self) -> tuple[float, float, float, float]:
-        """The torso rectangle (x0, y0, x1, y1)."""
-        half_width = self.torso_width / 2
-        return (self.centre_x - half_width, self.neck_y, self.centre_x + half_width, self.hip_y)
-
-
-def compute_body_layout(
-    traits: IdentityTraits,
-    camera: CameraConditions,
-    variation: ImageVariation,
-    image_height: int,
-    image_width: int,
-) -> BodyLayout:
-    """Places the body: proportions from the traits, scale and framing from camera and image."""
-    scale = camera.scale * variation.scale
-    body_height = traits.height_fraction * image_height * scale
-    top = (image_height - body_height) / 2 + (
-        variation.shift_y + camera.vertical_offset
-    ) * image_height
-    head_radius = body_height * 0.07
-    return BodyLayout(
-        centre_x=image_width / 2 + variation.shift_x * image_width,
-        body_height=body_height,
-        head_radius=head_radius,
-        neck_y=top + 2 * head_radius,
-        hip_y=top + body_height * (1 - traits.leg_fraction),
-        foot_y=top + body_height,
-        torso_width=traits.width_fraction * image_width * scale,
-    )
-
-
-def render_image(
-    traits: IdentityTraits,
-    camera: CameraConditions,
-    variation: ImageVariation,
-    image_height: int,
-    image_width: int,
-) -> np.ndarray:
-    """Draws one image of a person seen by a camera.
-
-    Args:
-        traits: The person's appearance.
-        camera: The camera's nuisances.
-        variation: This image's pose, framing, occlusion, mirroring and noise seed.
-        image_height: Output height in pixels.
-        image_width: Output width in pixels.
-
-    Returns:
-        uint8 BGR image of shape (image_height, image_width, 3).
-    """
-    image = _draw_background(camera, image_height, image_width)
-    layout = compute_body_layout(traits, camera, variation, image_height, image_width)
-    x0, neck_y, x1, hip_y = layout.torso_box
-    centre_x, torso_width = layout.centre_x, layout.torso_width
-    body_height, head_radius, foot_y = layout.body_height, layout.head_radius, layout.foot_y
-    head_centre_y = neck_y - head_radius
-    leg_length = foot_y - hip_y
-
-    def point(x, y):
-        return int(round(x)), int(round(y))
-
-    line = cv2.LINE_AA
-    if traits.accessory == "backpack":
-        # Seen from the front, a backpack shows as a band beside the torso and two straps.
-        side_x = centre_x + traits.accessory_side * torso_width * 0.42
-        cv2.rectangle(
-            image,
-            point(side_x - torso_width * 0.22, neck_y + head_radius * 0.5),
-            point(side_x + torso_width * 0.22, hip_y - head_radius),
-            traits.accessory_colour,
-            -1,
-            line,
-        )
-    limb_thickness = max(2, int(round(torso_width * 0.24)))
-    for leg_side in (-1, 1):
-        hip = point(centre_x + leg_side * torso_width * 0.22, hip_y)
-        foot_x = (
-            centre_x
-            + leg_side * torso_width * 0.22
-            + leg_side * variation.leg_phase * leg_length * 0.22
-        )
-        cv2.line(image, hip, point(foot_x, foot_y), traits.lower_colour, limb_thickness + 1, line)
-        cv2.ellipse(
-            image,
-            point(foot_x + leg_side * limb_thickness * 0.3, foot_y),
-            (max(1, limb_thickness // 2 + 1), max(1, limb_thickness // 3)),
-            0,
-            0,
-            360,
-            traits.shoe_colour,
-            -1,
-            line,
-        )
-    _fill_patterned_rectangle(image, (x0, neck_y), (x1, hip_y), traits)
-    for arm_side in (-1, 1):
-        shoulder = point(centre_x + arm_side * torso_width * 0.5, neck_y + limb_thickness * 0.5)
-        hand_x = (
-            centre_x
-            + arm_side * torso_width * 0.62
-            + arm_side * variation.arm_phase * body_height * 0.06
-        )
-        hand = point(hand_x, hip_y + leg_length * 0.1)
-        cv2.line(image, shoulder, hand, traits.upper_colour, limb_thickness, line)
-        cv2.circle(image, hand, max(1, limb_thickness // 2), traits.skin_colour, -1, line)
-    if traits.accessory == "backpack":
-        for strap_side in (-1, 1):
-            strap_x = centre_x + strap_side * torso_width * 0.28
-            cv2.line(
-                image,
-                point(strap_x, neck_y),
-                point(strap_x, neck_y + (hip_y - neck_y) * 0.6),
-                traits.accessory_colour,
-                max(1, limb_thickness // 3),
-                line,
-            )
-    elif traits.accessory == "bag":
-        bag_x = centre_x + traits.accessory_side * torso_width * 0.62
-        cv2.line(
-            image,
-            point(centre_x - traits.accessory_side * torso_width * 0.4, neck_y),
-            point(bag_x, hip_y),
-            traits.accessory_colour,
-            max(1, limb_thickness // 3),
-            line,
-        )
-        cv2.rectangle(
-            image,
-            point(bag_x - torso_width * 0.22, hip_y - head_radius * 0.5),
-            point(bag_x + torso_width * 0.22, hip_y + head_radius * 1.8),
-            traits.accessory_colour,
-            -1,
-            line,
-        )
-    head_centre = point(centre_x, head_centre_y)
-    axes = (max(1, int(round(head_radius * 0.85))), max(1, int(round(head_radius))))
-    cv2.ellipse(image, head_centre, axes, 0, 0, 360, traits.skin_colour, -1, line)
-    cv2.ellipse(image, head_centre, axes, 0, 180, 360, traits.hair_colour, -1, line)
-
-    if variation.occlusion is not None:
-        ox0, oy0, ox1, oy1 = variation.occlusion
-        cv2.rectangle(
-            image,
-            point(ox0 * image_width, oy0 * image_height),
-            point(ox1 * image_width, oy1 * image_height),
-            variation.occlusion_colour,
-            -1,
-        )
-
-    pixels = image.astype(np.float32)
-    pixels *= camera.illumination_gain * np.asarray(camera.white_balance, dtype=np.float32)
-    if camera.blur_sigma > 0.3:
-        pixels = cv2.GaussianBlur(pixels, (0, 0), camera.blur_sigma)
-    noise_generator = np.random.default_rng(variation.noise_seed)
-    pixels += noise_generator.normal(0.0, camera.noise_std, size=pixels.shape).astype(np.float32)
-    image = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-    if variation.mirror:
-        image = np.ascontiguousarray(image[:, ::-1])
-    return image
+# Per-image nuisance probabilities at difficulty 1 (they scale with it, up to 1).
+OCCLUSION_PROBABILITY = 0.2
+PASSER_BY_PROBABILITY = 0.2
 
 
 def _validate_options(options: dict) -> None:
     """Checks the generation parameters; repeats the received values in the error."""
-    limits = {
+    integer_limits = {
         "num_identities": (4, 9999),
         "num_cameras": (2, 99),
         "num_images_per_identity": (4, 999_999),
@@ -439,7 +68,7 @@ def _validate_options(options: dict) -> None:
         "num_distractor_images": (0, 999_999),
         "num_junk_images": (0, 999_999),
     }
-    for name, (low, high) in limits.items():
+    for name, (low, high) in integer_limits.items():
         value = options[name]
         if (
             isinstance(value, bool)
@@ -449,18 +78,38 @@ def _validate_options(options: dict) -> None:
             raise ValueError(
                 f"Synthetic: {name} must be an integer in [{low}, {high}]; got {value!r}"
             )
+    for name, (low, high) in {"difficulty": (0.0, 2.0), "twin_fraction": (0.0, 1.0)}.items():
+        value = options[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not (low <= value <= high)
+        ):
+            raise ValueError(
+                f"Synthetic: {name} must be a number in [{low}, {high}]; got {value!r}"
+            )
     if isinstance(options["seed"], bool) or not isinstance(options["seed"], (int, np.integer)):
         raise ValueError(f"Synthetic: seed must be an integer; got {options['seed']!r}")
 
 
+def _normalize_options(options: dict) -> dict:
+    """Plain ints and floats, so that the manifest and the folder name compare exactly."""
+    return {
+        name: float(value) if name in ("difficulty", "twin_fraction") else int(value)
+        for name, value in options.items()
+    }
+
+
 def synthetic_folder_name(options: dict) -> str:
-    """Names the folder of a generated dataset after its parameters, e.g.
-    "Synthetic_ids200_cams4_imgs12_128x64_dis20_junk10_seed0_v1"."""
+    """Names the folder of a generated dataset after its parameters and the generator version,
+    e.g. "Synthetic_ids200_cams4_imgs12_128x64_dis20_junk10_diff1_twin0.3_seed0_v2"."""
+    options = {**SYNTHETIC_DEFAULT_OPTIONS, **options}
     return (
         f"Synthetic_ids{options['num_identities']}_cams{options['num_cameras']}"
         f"_imgs{options['num_images_per_identity']}"
         f"_{options['image_height']}x{options['image_width']}"
         f"_dis{options['num_distractor_images']}_junk{options['num_junk_images']}"
+        f"_diff{float(options['difficulty']):g}_twin{float(options['twin_fraction']):g}"
         f"_seed{options['seed']}_v{SYNTHETIC_GENERATOR_VERSION}"
     )
 
@@ -470,8 +119,8 @@ def _image_file_name(identity_ID: int, camera_ID: int, frame_index: int) -> str:
     return f"{identity}_c{camera_ID}s1_{frame_index:06d}_00.jpg"
 
 
-def _write_jpeg(image_file_path: str, image: np.ndarray) -> None:
-    success, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+def _write_jpeg(image_file_path: str, image: np.ndarray, quality: int) -> None:
+    success, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not success:
         raise OSError(f"OpenCV could not encode {image_file_path!r}")
     encoded.tofile(image_file_path)
@@ -483,6 +132,11 @@ def _write_dataset(dataset_dir: str, options: dict) -> dict:
     num_cameras = options["num_cameras"]
     num_images = options["num_images_per_identity"]
     image_height, image_width = options["image_height"], options["image_width"]
+    difficulty = options["difficulty"]
+    probabilities = dict(
+        occlusion_probability=min(1.0, OCCLUSION_PROBABILITY * difficulty),
+        passer_by_probability=min(1.0, PASSER_BY_PROBABILITY * difficulty),
+    )
     split_dirs = {
         split_name: os.path.join(dataset_dir, folder_name)
         for split_name, folder_name in market1501.MARKET1501_SPLIT_FOLDER_NAMES.items()
@@ -490,22 +144,40 @@ def _write_dataset(dataset_dir: str, options: dict) -> dict:
     for split_dir in split_dirs.values():
         os.makedirs(split_dir)
     cameras = {
-        camera_ID: draw_camera_conditions(seed, camera_ID)
+        camera_ID: draw_camera_conditions(seed, camera_ID, difficulty)
         for camera_ID in range(1, num_cameras + 1)
     }
+    backgrounds = {
+        camera_ID: render_camera_background(camera, image_height, image_width)
+        for camera_ID, camera in cameras.items()
+    }
+
+    def write(split_name, file_name, traits, camera_ID, variation):
+        image = render_image(
+            traits,
+            cameras[camera_ID],
+            variation,
+            image_height,
+            image_width,
+            background=backgrounds[camera_ID],
+            seed=seed,
+        )
+        _write_jpeg(
+            os.path.join(split_dirs[split_name], file_name), image, cameras[camera_ID].jpeg_quality
+        )
+
     num_train_identities = options["num_identities"] // 2
     num_images_per_split = {"train": 0, "query": 0, "gallery": 0}
     for identity_ID in range(1, options["num_identities"] + 1):
-        traits = draw_identity_traits(seed, identity_ID)
-        generator = np.random.default_rng([seed, _IMAGE_STREAM, identity_ID])
+        traits = draw_identity_traits(seed, identity_ID, options["twin_fraction"])
+        generator = np.random.default_rng([seed, IMAGE_STREAM, identity_ID])
         # Each person passes a few cameras; at least two images per camera, so that every query
         # (one per camera) has true matches in other cameras.
         num_visited = int(generator.integers(2, min(num_cameras, num_images // 2) + 1))
         visited = np.sort(generator.choice(np.arange(1, num_cameras + 1), num_visited, False))
         for frame_index in range(num_images):
             camera_ID = int(visited[frame_index % num_visited])
-            variation = draw_image_variation(generator)
-            image = render_image(traits, cameras[camera_ID], variation, image_height, image_width)
+            variation = draw_image_variation(generator, **probabilities)
             if identity_ID <= num_train_identities:
                 split_name = "train"
             elif frame_index < num_visited:
@@ -514,23 +186,28 @@ def _write_dataset(dataset_dir: str, options: dict) -> dict:
                 split_name = "gallery"
             num_images_per_split[split_name] += 1
             file_name = _image_file_name(identity_ID, camera_ID, frame_index)
-            _write_jpeg(os.path.join(split_dirs[split_name], file_name), image)
-    # Distractors (0000) are badly framed strangers; junk (-1) barely shows anyone. Both are
-    # drawn from people who are not in the dataset.
+            write(split_name, file_name, traits, camera_ID, variation)
+    # Distractors (0000) are strangers, badly framed; junk (-1) boxes barely hold anyone: mostly
+    # scene, with a person cut off at the edge.
     extras = [(0, index) for index in range(options["num_distractor_images"])]
     extras += [(-1, index) for index in range(options["num_junk_images"])]
     for identity_ID, index in extras:
-        generator = np.random.default_rng([seed, _EXTRA_STREAM, identity_ID + 1, index])
-        stranger = draw_identity_traits(seed, 100_000 + 1000 * (identity_ID + 1) + index)
-        variation = draw_image_variation(generator)
-        offset = 0.3 if identity_ID == 0 else 0.6
+        generator = np.random.default_rng([seed, EXTRA_STREAM, identity_ID + 1, index])
+        stranger_ID = STRANGER_ID_OFFSET + 2_000_000 + 10_000 * (identity_ID + 1) + index
+        stranger = draw_identity_traits(seed, stranger_ID)
+        variation = draw_image_variation(generator, **probabilities)
+        offset = generator.uniform(0.15, 0.3) if identity_ID == 0 else generator.uniform(0.55, 0.7)
         variation = dataclasses.replace(
             variation, shift_x=float(generator.choice((-1, 1)) * offset)
         )
         camera_ID = int(generator.integers(1, num_cameras + 1))
-        image = render_image(stranger, cameras[camera_ID], variation, image_height, image_width)
-        file_name = _image_file_name(identity_ID, camera_ID, index)
-        _write_jpeg(os.path.join(split_dirs["gallery"], file_name), image)
+        write(
+            "gallery",
+            _image_file_name(identity_ID, camera_ID, index),
+            stranger,
+            camera_ID,
+            variation,
+        )
     num_test_identities = options["num_identities"] - num_train_identities
     return {
         "train": [num_images_per_split["train"], num_train_identities],
@@ -571,6 +248,8 @@ def generate_synthetic_dataset(
     image_width: int = SYNTHETIC_DEFAULT_OPTIONS["image_width"],
     num_distractor_images: int = SYNTHETIC_DEFAULT_OPTIONS["num_distractor_images"],
     num_junk_images: int = SYNTHETIC_DEFAULT_OPTIONS["num_junk_images"],
+    difficulty: float = SYNTHETIC_DEFAULT_OPTIONS["difficulty"],
+    twin_fraction: float = SYNTHETIC_DEFAULT_OPTIONS["twin_fraction"],
     seed: int = SYNTHETIC_DEFAULT_OPTIONS["seed"],
 ) -> str:
     """Generates the Synthetic dataset under ``root_folder_path`` unless it is already there.
@@ -592,6 +271,11 @@ def generate_synthetic_dataset(
         image_width: Image width in pixels.
         num_distractor_images: Gallery images of identity 0000 (distractors).
         num_junk_images: Gallery images of identity -1 (junk, dropped by the loader).
+        difficulty: Nuisance strength in [0, 2]: per-camera scene clutter, colour cast,
+            blur, noise, low resolution and JPEG loss, and the chance of an occluder or a
+            passer-by in an image (20 % each at 1). 0 gives clean, neutral cameras.
+        twin_fraction: Fraction in [0, 1] of identities drawn as look-alike pairs: identity
+            2m copies 2m-1 except for one or two attributes.
         seed: Seed of every random draw.
 
     Returns:
@@ -608,10 +292,12 @@ def generate_synthetic_dataset(
         "image_width": image_width,
         "num_distractor_images": num_distractor_images,
         "num_junk_images": num_junk_images,
+        "difficulty": difficulty,
+        "twin_fraction": twin_fraction,
         "seed": seed,
     }
     _validate_options(options)
-    options = {name: int(value) for name, value in options.items()}
+    options = _normalize_options(options)
     root_folder_path = os.path.abspath(os.path.expanduser(str(root_folder_path)))
     if _is_generated_with(root_folder_path, options):
         return root_folder_path
