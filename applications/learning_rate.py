@@ -80,17 +80,77 @@ def default_learning_rate(
     return learning_rate_base / drop_factor**drop_count
 
 
+def exponential_learning_rate(
+    epoch_index, *, epoch_num, learning_rate_base, exponential_decay_start_epoch, **_
+):
+    """AlignedReID's exponential decay ("exp"), with its 1-based epoch count e = index + 1.
+
+    learning_rate_base until epoch s - 1, then base * 0.001 ** ((e + 1 - s) / (T + 1 - s)) from
+    epoch e = s on, with s = exponential_decay_start_epoch and T = epoch_num; at e = T the rate
+    is base * 0.001 ** 1 = base / 1000.
+    """
+    epoch = epoch_index + 1
+    if epoch < exponential_decay_start_epoch:
+        return learning_rate_base
+    exponent = (epoch + 1 - exponential_decay_start_epoch) / (
+        epoch_num + 1 - exponential_decay_start_epoch
+    )
+    return learning_rate_base * 0.001**exponent
+
+
+def staircase_learning_rate(
+    epoch_index, *, learning_rate_base, staircase_decay_epochs, staircase_decay_factor, **_
+):
+    """AlignedReID's staircase decay, with its 1-based epoch count e = index + 1.
+
+    learning_rate_base * staircase_decay_factor ** k, k the number of entries of
+    staircase_decay_epochs at most e: the rate is multiplied by the factor at the beginning of
+    each listed epoch (AlignedReID: epochs 101 and 201, factor 0.1).
+    """
+    epoch = epoch_index + 1
+    drop_count = sum(1 for decay_epoch in staircase_decay_epochs if decay_epoch <= epoch)
+    return learning_rate_base * staircase_decay_factor**drop_count
+
+
 LEARNING_RATE_FUNCTIONS = {
     "constant": constant_learning_rate,
     "linear": linear_learning_rate,
     "cosine": cosine_learning_rate,
     "warmup": warmup_learning_rate,
     "default": default_learning_rate,
+    "exponential": exponential_learning_rate,
+    "staircase": staircase_learning_rate,
 }
 
 
 def _validate(mode, settings):
     epoch_num = settings["epoch_num"]
+    if mode == "exponential":
+        start = settings["exponential_decay_start_epoch"]
+        if isinstance(start, bool) or not isinstance(start, int) or start < 1:
+            raise ValueError(
+                f"exponential_decay_start_epoch must be an int >= 1 (1-based, as in AlignedReID), "
+                f"got {start!r}."
+            )
+        if epoch_num is None or epoch_num < start:
+            raise ValueError(
+                "learning_rate_mode 'exponential' needs epoch_num >= "
+                f"exponential_decay_start_epoch, got epoch_num={epoch_num} and "
+                f"exponential_decay_start_epoch={start}."
+            )
+    if mode == "staircase":
+        decay_epochs = list(settings["staircase_decay_epochs"])
+        if any(isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1
+               for epoch in decay_epochs) or decay_epochs != sorted(set(decay_epochs)):  # fmt: skip
+            raise ValueError(
+                "staircase_decay_epochs must be increasing ints >= 1 (1-based epochs, as in "
+                f"AlignedReID), got {settings['staircase_decay_epochs']!r}."
+            )
+        if not 0.0 < settings["staircase_decay_factor"] <= 1.0:
+            raise ValueError(
+                "staircase_decay_factor must be in (0, 1], got "
+                f"{settings['staircase_decay_factor']!r}."
+            )
     needs_epoch_num = mode in ("linear", "cosine") or (
         mode == "default" and settings["learning_rate_drop_factor"] == 0
     )
@@ -140,14 +200,22 @@ def build_learning_rate_function(
     learning_rate_steady_epochs=30,
     learning_rate_drop_factor=10.0,
     learning_rate_lower_bound=2e-6,
+    exponential_decay_start_epoch=76,
+    staircase_decay_epochs=(101, 201),
+    staircase_decay_factor=0.1,
 ):
     """Returns f(epoch_index) -> learning rate (float) for a learning-rate mode.
 
     Defaults are FlipReID's flag defaults. epoch_num (total epochs of the run, both stages) is
-    needed by "linear", "cosine", and by "default" when learning_rate_drop_factor is 0.
+    needed by "linear", "cosine", "exponential", and by "default" when learning_rate_drop_factor
+    is 0. "exponential" and "staircase" are AlignedReID's "exp" and "staircase" decays (its
+    defaults: start epoch 76 of 150; epochs 101 and 201, factor 0.1); they count epochs from 1
+    as AlignedReID does. AlignedReID has no floor: pass learning_rate_lower_bound=0 to follow
+    its exponential decay down to base / 1000.
 
     Args:
-        learning_rate_mode: "constant", "linear", "cosine", "warmup" or "default".
+        learning_rate_mode: "constant", "linear", "cosine", "warmup", "default", "exponential"
+            or "staircase".
         epoch_num: total number of epochs.
         learning_rate_start: first learning rate ("constant", "linear", "cosine", "warmup").
         learning_rate_end: last learning rate ("constant", "linear", "cosine", "warmup").
@@ -156,6 +224,10 @@ def build_learning_rate_function(
         learning_rate_steady_epochs: epochs between two drops ("default").
         learning_rate_drop_factor: divisor per drop; 0 derives it from epoch_num ("default").
         learning_rate_lower_bound: floor of every mode.
+        exponential_decay_start_epoch: 1-based epoch s at which "exponential" starts decaying.
+        staircase_decay_epochs: increasing 1-based epochs at whose start "staircase" multiplies
+            the rate by staircase_decay_factor.
+        staircase_decay_factor: multiplier in (0, 1] per listed epoch ("staircase").
 
     Raises:
         ValueError: unknown mode or inconsistent settings.
@@ -174,6 +246,9 @@ def build_learning_rate_function(
         learning_rate_warmup_epochs=learning_rate_warmup_epochs,
         learning_rate_steady_epochs=learning_rate_steady_epochs,
         learning_rate_drop_factor=learning_rate_drop_factor,
+        exponential_decay_start_epoch=exponential_decay_start_epoch,
+        staircase_decay_epochs=tuple(staircase_decay_epochs),
+        staircase_decay_factor=staircase_decay_factor,
     )
     _validate(learning_rate_mode, settings)
     return functools.partial(

@@ -80,8 +80,10 @@ def test_default_with_derived_drop_factor():
 
 
 def test_registry_and_validation_errors():
-    assert set(LEARNING_RATE_FUNCTIONS) == {"constant", "linear", "cosine", "warmup", "default"}
-    with pytest.raises(ValueError, match="constant, linear, cosine, warmup, default"):
+    assert set(LEARNING_RATE_FUNCTIONS) == {
+        "constant", "linear", "cosine", "warmup", "default", "exponential", "staircase"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="constant, linear, cosine, warmup, default, exponential"):
         build_learning_rate_function("step")
     with pytest.raises(ValueError, match="learning_rate_start == learning_rate_end"):
         build_learning_rate_function("constant", learning_rate_start=1.0, learning_rate_end=2.0)
@@ -89,3 +91,57 @@ def test_registry_and_validation_errors():
         build_learning_rate_function("linear")
     with pytest.raises(ValueError, match="learning_rate_start > learning_rate_end"):
         build_learning_rate_function("cosine", epoch_num=10)
+
+
+def test_exponential_follows_alignedreids_formula():
+    # AlignedReID's adjust_lr_exp at its defaults: base 2e-4, 150 epochs, decay from epoch 76
+    # (1-based): lr(e) = base * 0.001 ** ((e + 1 - 76) / (150 + 1 - 76)) for e >= 76.
+    function = build_learning_rate_function(
+        "exponential",
+        epoch_num=150,
+        learning_rate_base=2e-4,
+        exponential_decay_start_epoch=76,
+        learning_rate_lower_bound=0.0,
+    )
+    assert function(0) == pytest.approx(2e-4)
+    assert function(74) == pytest.approx(2e-4)  # epoch 75
+    assert function(75) == pytest.approx(2e-4 * 0.001 ** (1 / 75))  # epoch 76
+    assert function(100) == pytest.approx(2e-4 * 0.001 ** (26 / 75))  # epoch 101
+    assert function(149) == pytest.approx(2e-7)  # epoch 150: base / 1000
+
+
+def test_exponential_is_floored_by_the_lower_bound():
+    function = build_learning_rate_function(
+        "exponential", epoch_num=10, exponential_decay_start_epoch=1, learning_rate_lower_bound=1e-5
+    )
+    assert function(9) == pytest.approx(1e-5)
+
+
+def test_staircase_multiplies_at_the_start_of_listed_epochs():
+    function = build_learning_rate_function(
+        "staircase",
+        learning_rate_base=1e-3,
+        staircase_decay_epochs=(51, 101),
+        staircase_decay_factor=0.1,
+        learning_rate_lower_bound=0.0,
+    )
+    # 0-based index 49 is AlignedReID's epoch 50, index 50 its epoch 51.
+    assert [function(index) for index in (0, 49, 50, 99, 100, 500)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5]
+    )
+
+
+@pytest.mark.parametrize(
+    "mode, settings, message",
+    [
+        ("exponential", dict(epoch_num=10, exponential_decay_start_epoch=0), ">= 1"),
+        ("exponential", dict(epoch_num=10, exponential_decay_start_epoch=11), "epoch_num >="),
+        ("exponential", dict(epoch_num=None), "epoch_num >="),
+        ("staircase", dict(staircase_decay_epochs=(20, 10)), "increasing"),
+        ("staircase", dict(staircase_decay_epochs=(0,)), "increasing"),
+        ("staircase", dict(staircase_decay_factor=1.5), r"\(0, 1\]"),
+    ],
+)
+def test_alignedreid_modes_reject_bad_settings(mode, settings, message):
+    with pytest.raises(ValueError, match=message):
+        build_learning_rate_function(mode, **settings)
