@@ -4,21 +4,23 @@ Images leave both pipelines as uint8 RGB (batch, image_height, image_width, 3): 
 accelerator copy is four times smaller than float32, and the model normalises them itself.
 
 Training: an `IdentityBalancedSampler` (NumPy) emits P x K image indices per batch; each image
-is read, decoded (`tf.io.decode_image`, JPEG/PNG/BMP/GIF) and resized in a parallel `map`, then
-batched back into the sampler's P x K order and augmented. Every image carries its
-own seed (the run's seed and its position in the stream), so the augmentation does not depend on
-which thread runs it or when.
+is read, checked, decoded (`tf.io.decode_image`, JPEG/PNG/BMP/GIF) and resized in parallel, then
+batched back into the sampler's P x K order and augmented once per batch with albumentations.
+Every image carries its own seed (the run's seed and its position in the stream), so the
+augmentation does not depend on which thread runs it or when.
 
-The per-image decode map always keeps its order (the P x K row structure depends on it); the
-albumentations augmentation then runs once per batch in a parallel map, and with
-`deterministic=False` (the default) whole batches may come out of order. Batch contents and row
-order (K contiguous rows per identity) do not depend on `deterministic`.
+The per-image stage always keeps its order (the P x K row structure depends on it); the
+augmentation then runs in a parallel map, and with `deterministic=False` (the default) whole
+batches may come out of order. Batch contents and row order (K contiguous rows per identity) do
+not depend on `deterministic`.
 
-A bad file fails the pipeline with an InvalidArgumentError whose message names the file when
-it is not an image (its first bytes) or is a truncated JPEG/PNG (no end marker), checked before
-decoding. A file with a whole header and end but corrupt data in between fails inside the
-decoder with TensorFlow's own message, which does not name it: `find_undecodable_image_files`
-lists such files. Errors are never skipped silently.
+Bad files (the policy is `datasets.image_files`'): the loaders already skip files that fail the
+cheap structural check. A file that still cannot be decoded here is skipped and recorded in a
+`SkippedImageLog`, never fatal, never silent. In training, its row is filled by the next image
+of the same identity (in a fixed, seeded order), so every batch keeps its P x K structure; only
+when no image of that identity decodes does the row hold a flat ImageNet-mean image. In testing
+(`return_positions=True`), the image is left out and the positions of the kept images come with
+each batch, so features never shift against their records.
 """
 
 from collections.abc import Sequence
@@ -26,66 +28,25 @@ from collections.abc import Sequence
 import numpy as np
 
 from applications.backend import tf
-from datasets.augmentation import AlbumentationsAugmentor, augment_image_tf
+from datasets.augmentation import IMAGENET_MEAN_RGB, AlbumentationsAugmentor
+from datasets.image_files import UNDECODABLE, SkippedImageLog, image_contents_look_whole_tf
 from datasets.sampler import IdentityBalancedSampler, compute_steps_per_epoch
 
 __all__ = [
-    "AUGMENTATION_BACKENDS",
     "build_testing_dataset",
     "build_training_dataset",
     "compute_steps_per_epoch",
     "decode_and_resize",
-    "find_undecodable_image_files",
 ]
 
-AUGMENTATION_BACKENDS = ("albumentations", "tensorflow")
-
-# First bytes of the formats tf.io.decode_image reads.
-_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
-# Bytes at the end of a JPEG searched for its end marker (encoders may pad after it).
-_TAIL_LENGTH = 256
-
-
-def _check_image_file(contents: tf.Tensor, image_file_path: tf.Tensor) -> tf.Tensor:
-    """An assertion op that fails, naming the file, unless `contents` looks like a whole image.
-
-    Checks the format's signature at the start and, for JPEG and PNG, the end marker (EOI /
-    IEND) near the end, which catches non-image and truncated files before the decoder, whose
-    own errors do not name the file.
-    """
-    is_image = tf.reduce_any(
-        [
-            tf.equal(tf.strings.substr(contents, 0, len(signature)), signature)
-            for signature in _IMAGE_SIGNATURES
-        ]
-    )
-    length = tf.strings.length(contents)
-    tail = tf.io.decode_raw(
-        tf.strings.substr(contents, tf.maximum(length - _TAIL_LENGTH, 0), _TAIL_LENGTH), tf.uint8
-    )
-    tail = tf.cast(tail, tf.int32)
-    # 0xFF 0xD9 cannot occur inside JPEG entropy-coded data (0xFF is byte-stuffed there).
-    has_jpeg_end = tf.reduce_any((tail[:-1] == 0xFF) & (tail[1:] == 0xD9))
-    # A PNG ends with the 12-byte IEND chunk: length, "IEND", CRC.
-    has_png_end = tf.equal(tf.strings.substr(contents, tf.maximum(length - 8, 0), 4), b"IEND")
-    is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), _IMAGE_SIGNATURES[0])
-    is_png = tf.equal(tf.strings.substr(contents, 0, 8), _IMAGE_SIGNATURES[1])
-    is_whole = tf.logical_and(
-        tf.logical_or(tf.logical_not(is_jpeg), has_jpeg_end),
-        tf.logical_or(tf.logical_not(is_png), has_png_end),
-    )
-    return tf.debugging.Assert(
-        tf.logical_and(is_image, is_whole),
-        [
-            "Cannot decode image file (not a JPEG, PNG, GIF or BMP file, or truncated):",
-            image_file_path,
-        ],
-        name="check_image_file",
-    )
+NO_DECODABLE_IMAGE = "no image of this identity decodes; a flat image stands in"
 
 
 def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width: int) -> tf.Tensor:
     """Reads one image file into uint8 (image_height, image_width, 3) RGB.
+
+    A file that does not look like a whole image (``datasets.image_files``' structural rule)
+    fails with an InvalidArgumentError naming it, before the decoder sees it.
 
     Args:
         image_file_path: string scalar.
@@ -96,7 +57,15 @@ def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width
         uint8 (image_height, image_width, 3), bilinear resize (as FlipReID's cv2.resize).
     """
     contents = tf.io.read_file(image_file_path)
-    with tf.control_dependencies([_check_image_file(contents, image_file_path)]):
+    check = tf.debugging.Assert(
+        image_contents_look_whole_tf(contents),
+        [
+            "Cannot decode image file (not a JPEG, PNG, GIF or BMP file, or truncated):",
+            image_file_path,
+        ],
+        name="check_image_file",
+    )
+    with tf.control_dependencies([check]):
         image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image = tf.image.resize(image, [image_height, image_width], method="bilinear")
     image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
@@ -104,22 +73,90 @@ def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width
     return image
 
 
-def find_undecodable_image_files(image_file_paths: Sequence[str]) -> list[str]:
-    """The files of `image_file_paths` that TensorFlow cannot decode (slow: eager, one by one)."""
-    bad_paths = []
-    for path in image_file_paths:
-        try:
-            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-            bad_paths.append(path)
-    return bad_paths
-
-
 def _check_image_size(image_height: int, image_width: int) -> None:
     if image_height <= 0 or image_width <= 0:
         raise ValueError(
             f"image_height and image_width must be positive, got {image_height}x{image_width}."
         )
+
+
+def _check_num_workers(num_workers: int | None) -> int:
+    """The map parallelism for ``num_workers`` (None: AUTOTUNE); rejects values below 1."""
+    if num_workers is None:
+        return tf.data.AUTOTUNE
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)):
+        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}.")
+    if num_workers < 1:
+        raise ValueError(f"num_workers (--workers) must be at least 1, got {num_workers}.")
+    return int(num_workers)
+
+
+def _with_num_workers(dataset: tf.data.Dataset, num_workers: int | None) -> tf.data.Dataset:
+    """Runs the pipeline on its own pool of ``num_workers`` threads (None: TensorFlow's pool)."""
+    if num_workers is None:
+        return dataset
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = int(num_workers)
+    return dataset.with_options(options)
+
+
+class _ReplacementOrder:
+    """For each image, the other images of its identity in a fixed, seeded order.
+
+    Image i's candidates are its identity's images in one seeded permutation, read cyclically
+    from i's own place: ``candidate(i, 0) == i``, then the replacements in turn.
+
+    Args:
+        labels: int (N,) identity labels.
+        seed: seed of the permutations.
+    """
+
+    def __init__(self, labels: np.ndarray, seed: int):
+        rng = np.random.default_rng([seed, 0x5EED])
+        order = np.argsort(labels, kind="stable")
+        _, group_starts, group_sizes = np.unique(
+            labels[order], return_index=True, return_counts=True
+        )
+        members = order.copy()
+        for start, size in zip(group_starts, group_sizes, strict=True):
+            members[start : start + size] = rng.permutation(order[start : start + size])
+        self.members = members.astype(np.int32)
+        self.start = np.empty(len(labels), np.int32)
+        self.size = np.empty(len(labels), np.int32)
+        self.place = np.empty(len(labels), np.int32)
+        for start, size in zip(group_starts, group_sizes, strict=True):
+            group = members[start : start + size]
+            self.start[group] = start
+            self.size[group] = size
+            self.place[group] = np.arange(size)
+
+    def candidate(self, index: int, rank: int) -> int:
+        """The image tried at ``rank`` (0: the image itself) in place of image ``index``."""
+        size = int(self.size[index])
+        return int(self.members[self.start[index] + (self.place[index] + rank) % size])
+
+
+def _first_decodable(candidate_paths_fn, num_candidates, image_height, image_width):
+    """A dataset of one (rank, image, found) element: the first candidate that decodes.
+
+    Candidates are tried in rank order, each in its own element so that a failing decode only
+    drops that element (``ignore_errors``); rank ``num_candidates`` is a flat ImageNet-mean
+    image with found=False, so exactly one element always comes out.
+    """
+    fallback = tf.cast(tf.round(tf.constant(IMAGENET_MEAN_RGB)), tf.uint8)
+    fallback = tf.broadcast_to(fallback, [image_height, image_width, 3])
+
+    def attempt(rank):
+        found = rank < num_candidates
+        image = tf.cond(
+            found,
+            lambda: decode_and_resize(candidate_paths_fn(rank), image_height, image_width),
+            lambda: fallback,
+        )
+        return rank, image, found
+
+    candidates = tf.data.Dataset.range(tf.cast(num_candidates, tf.int64) + 1)
+    return candidates.map(attempt).ignore_errors().take(1)
 
 
 def build_training_dataset(
@@ -137,10 +174,11 @@ def build_training_dataset(
     horizontal_flip_probability: float = 0.5,
     patch_replacement_probability: float = 0.8,
     random_erasing_probability: float = 0.8,
-    augmentation_backend: str = "albumentations",
     seed: int = 0,
-    num_parallel_calls: int = tf.data.AUTOTUNE,
+    num_workers: int | None = None,
     deterministic: bool = False,
+    initial_batch_index: int = 0,
+    skipped_images: SkippedImageLog | None = None,
 ) -> tf.data.Dataset:
     """Endless identity-balanced, augmented training batches.
 
@@ -158,19 +196,25 @@ def build_training_dataset(
         horizontal_flip_probability: probability of a horizontal flip.
         patch_replacement_probability: probability of the random grayscale patch replacement.
         random_erasing_probability: probability of random erasing.
-        augmentation_backend: "albumentations" (NumPy/OpenCV through tf.numpy_function; the
-            faster one on our CPUs) or "tensorflow" (stateless TF ops).
-        seed: seed of the sampling and of the augmentation.
-        num_parallel_calls: parallelism of the per-image map.
+        seed: seed of the sampling, of the replacement order and of the augmentation.
+        num_workers: input-pipeline threads (FlipReID's --workers): the parallelism of each map
+            and the size of the pipeline's own thread pool; None lets tf.data tune it.
         deterministic: True fixes the order of the batches too (for tests); the batch contents
             and their row order do not depend on it.
+        initial_batch_index: start the stream at this batch (resuming a run, or a later
+            training stage): the batches and their augmentation are those an uninterrupted
+            stream gives from that batch on, since both depend only on the seed and the
+            position in the stream.
+        skipped_images: where undecodable files are recorded (each once, with a warning the
+            first time); read it for the run's messages and its end-of-run count. None records
+            into a private log (the warnings still appear).
 
     Returns:
         A dataset of (uint8 (P*K, H, W, 3) images, int32 (P*K,) labels), endless.
 
     Raises:
-        ValueError: fewer identities than --identity_num_per_batch, mismatched lengths, or an
-            unknown backend.
+        ValueError: fewer identities than --identity_num_per_batch, mismatched lengths, a bad
+            num_workers or image size.
     """
     image_file_paths = [str(path) for path in image_file_paths]
     labels = np.asarray(labels)
@@ -178,12 +222,8 @@ def build_training_dataset(
         raise ValueError(
             f"Got {len(image_file_paths)} image files but {len(labels)} labels; they must match."
         )
-    if augmentation_backend not in AUGMENTATION_BACKENDS:
-        raise ValueError(
-            f"Unknown augmentation_backend {augmentation_backend!r}; "
-            f"valid: {AUGMENTATION_BACKENDS}."
-        )
     _check_image_size(image_height, image_width)
+    num_parallel_calls = _check_num_workers(num_workers)
     sampler = IdentityBalancedSampler(
         labels,
         identity_num_per_batch=identity_num_per_batch,
@@ -191,54 +231,93 @@ def build_training_dataset(
         seed=seed,
     )
     batch_size = sampler.batch_size
-    augmentation_kwargs = dict(
-        padding_length=padding_length,
-        padding_ratio=padding_ratio,
-        random_crop_probability=random_crop_probability,
-        horizontal_flip_probability=horizontal_flip_probability,
-        patch_replacement_probability=patch_replacement_probability,
-        random_erasing_probability=random_erasing_probability,
-    )
-    augment_image = augment_batch = None
+    augment_batch = None
     if use_data_augmentation:
         # Validates the arguments now rather than on first use inside the pipeline.
-        augmentor = AlbumentationsAugmentor(image_height, image_width, **augmentation_kwargs)
-        if augmentation_backend == "albumentations":
+        augmentor = AlbumentationsAugmentor(
+            image_height,
+            image_width,
+            padding_length=padding_length,
+            padding_ratio=padding_ratio,
+            random_crop_probability=random_crop_probability,
+            horizontal_flip_probability=horizontal_flip_probability,
+            patch_replacement_probability=patch_replacement_probability,
+            random_erasing_probability=random_erasing_probability,
+        )
 
-            def augment_batch(positions, images):
-                images = tf.numpy_function(
-                    augmentor.augment_batch, [images, positions, seed], tf.uint8, stateful=False
-                )
-                images.set_shape([batch_size, image_height, image_width, 3])
-                return images
+        def augment_batch(positions, images):
+            images = tf.numpy_function(
+                augmentor.augment_batch, [images, positions, seed], tf.uint8, stateful=False
+            )
+            images.set_shape([batch_size, image_height, image_width, 3])
+            return images
 
-        else:
-
-            def augment_image(position, image):
-                return augment_image_tf(
-                    image, tf.stack([tf.constant(seed, tf.int64), position]), **augmentation_kwargs
-                )
-
+    if skipped_images is None:
+        skipped_images = SkippedImageLog("training images")
+    replacements = _ReplacementOrder(labels, seed)
     path_table = tf.constant(image_file_paths, tf.string)
     label_table = tf.constant(labels.astype(np.int32), tf.int32)
+    members = tf.constant(replacements.members)
+    starts, sizes, places = (
+        tf.constant(values)
+        for values in (replacements.start, replacements.size, replacements.place)
+    )
 
     def load(position, index):
         # position: the image's place in the endless stream (batch number * P*K + row); it
         # seeds the image's augmentation.
-        image = decode_and_resize(tf.gather(path_table, index), image_height, image_width)
-        if augment_image is not None:
-            image = augment_image(position, image)
-        return position, image, tf.gather(label_table, index)
+        start, size, place = starts[index], sizes[index], places[index]
+
+        def candidate_path(rank):
+            offset = (place + tf.cast(rank, tf.int32)) % size
+            return tf.gather(path_table, members[start + offset])
+
+        attempts = _first_decodable(candidate_path, size, image_height, image_width)
+        return attempts.map(
+            lambda rank, image, found: (position, index, rank, image, label_table[index])
+        )
+
+    def record_skipped(indices, ranks):
+        # Rows whose first candidates failed: each failed file is recorded (once per file).
+        for index, rank in zip(indices.tolist(), ranks.tolist(), strict=True):
+            for failed_rank in range(min(rank, int(replacements.size[index]))):
+                skipped_images.record(
+                    image_file_paths[replacements.candidate(index, failed_rank)], UNDECODABLE
+                )
+            if rank >= replacements.size[index]:
+                skipped_images.record(
+                    f"identity label {labels[index]} ({image_file_paths[index]} and its "
+                    f"{replacements.size[index] - 1} other images)",
+                    NO_DECODABLE_IMAGE,
+                )
+        return ranks
+
+    def drop_bookkeeping(positions, indices, ranks, images, batch_labels):
+        # One Python call per batch, and only for a batch that met a bad file.
+        ranks = tf.cond(
+            tf.reduce_any(ranks > 0),
+            lambda: tf.numpy_function(record_skipped, [indices, ranks], tf.int64, stateful=True),
+            lambda: ranks,
+        )
+        with tf.control_dependencies([ranks]):
+            batch_labels = tf.identity(batch_labels)
+        return positions, images, batch_labels
 
     dataset = tf.data.Dataset.from_generator(
-        lambda: iter(sampler),
+        lambda: sampler.iterate(start_batch_index=initial_batch_index),
         output_signature=tf.TensorSpec(shape=(batch_size,), dtype=tf.int32),
     )
-    dataset = dataset.unbatch().enumerate()
-    # Ordered output keeps the sampler's P x K rows; images cost about the same to decode, so
-    # ordering costs little throughput here (see the benchmark).
-    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.unbatch().enumerate(start=initial_batch_index * batch_size)
+    # Ordered output keeps the sampler's P x K rows: each row yields exactly one element, and a
+    # deterministic interleave hands them on in input order.
+    dataset = dataset.interleave(
+        load,
+        cycle_length=None if num_workers is None else num_workers,
+        block_length=1,
+        num_parallel_calls=num_parallel_calls,
+        deterministic=True,
+    )
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(drop_bookkeeping)
     if augment_batch is not None:
         # One tf.numpy_function call per batch: per-image calls measured 4-5x slower, the
         # hand-over between TF threads and the GIL dominating the ~0.6 ms of augmentation.
@@ -249,7 +328,7 @@ def build_training_dataset(
         )
     else:
         dataset = dataset.map(lambda positions, images, labels_: (images, labels_))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _with_num_workers(dataset.prefetch(tf.data.AUTOTUNE), num_workers)
 
 
 def build_testing_dataset(
@@ -258,30 +337,70 @@ def build_testing_dataset(
     image_height: int,
     image_width: int,
     batch_size: int = 64,
-    num_parallel_calls: int = tf.data.AUTOTUNE,
+    num_workers: int | None = None,
+    return_positions: bool = False,
+    skipped_images: SkippedImageLog | None = None,
 ) -> tf.data.Dataset:
     """The images of `image_file_paths`, once, in file order, decoded and resized.
 
     Args:
-        image_file_paths: N image files; row i of the output is file i (features are matched
-            to records by position).
+        image_file_paths: N image files.
         image_height: H of the output images.
         image_width: W of the output images.
         batch_size: images per batch; the last, partial batch is kept.
-        num_parallel_calls: parallelism of the per-image map (order is always kept).
+        num_workers: input-pipeline threads (order is always kept); None lets tf.data tune it.
+        return_positions: True yields (images, positions) and leaves undecodable files out:
+            positions (int64) are the rows of `image_file_paths` the images belong to, so the
+            caller keeps only those records. False yields images only, row i being file i, and
+            an undecodable file fails the iteration with an error naming it.
+        skipped_images: with return_positions, where undecodable files are recorded; None
+            records into a private log (the warnings still appear).
 
     Returns:
-        A dataset of uint8 (batch, H, W, 3) images, ceil(N / batch_size) batches.
+        A dataset of uint8 (batch, H, W, 3) images (ceil(N / batch_size) batches), or of
+        (images, int64 (batch,) positions), batches then holding up to batch_size images.
     """
     _check_image_size(image_height, image_width)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    dataset = tf.data.Dataset.from_tensor_slices(
-        tf.constant([str(path) for path in image_file_paths], tf.string)
-    )
-    dataset = dataset.map(
-        lambda path: decode_and_resize(path, image_height, image_width),
+    num_parallel_calls = _check_num_workers(num_workers)
+    image_file_paths = [str(path) for path in image_file_paths]
+    path_table = tf.constant(image_file_paths, tf.string)
+    if not return_positions:
+        dataset = tf.data.Dataset.from_tensor_slices(path_table).map(
+            lambda path: decode_and_resize(path, image_height, image_width),
+            num_parallel_calls=num_parallel_calls,
+            deterministic=True,
+        )
+        return _with_num_workers(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), num_workers)
+
+    if skipped_images is None:
+        skipped_images = SkippedImageLog("testing images")
+
+    def load(position):
+        attempts = _first_decodable(lambda rank: path_table[position], 1, image_height, image_width)
+        return attempts.map(lambda rank, image, found: (image, position, found))
+
+    def record_skipped(positions):
+        for position in positions.tolist():
+            skipped_images.record(image_file_paths[position], UNDECODABLE)
+        return positions
+
+    def keep_decoded(images, positions, found):
+        recorded = tf.cond(
+            tf.reduce_all(found),
+            lambda: positions[:0],
+            lambda: tf.numpy_function(record_skipped, [positions[~found]], tf.int64, stateful=True),
+        )
+        with tf.control_dependencies([recorded]):
+            return tf.boolean_mask(images, found), tf.boolean_mask(positions, found)
+
+    dataset = tf.data.Dataset.range(len(image_file_paths)).interleave(
+        load,
+        cycle_length=None if num_workers is None else num_workers,
+        block_length=1,
         num_parallel_calls=num_parallel_calls,
         deterministic=True,
     )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(keep_decoded)
+    return _with_num_workers(dataset.prefetch(tf.data.AUTOTUNE), num_workers)

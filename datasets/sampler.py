@@ -90,15 +90,91 @@ class IdentityBalancedSampler:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """Yields int32 arrays (P * K,) of image indices; a new iterator restarts the sequence."""
-        rng = np.random.default_rng(self.seed)
-        identity_queue: list[int] = []
-        image_queues: list[list[int]] = [[] for _ in range(self.num_identities)]
+        return self.iterate()
+
+    def iterate(
+        self, start_batch_index: int = 0, state: dict | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yields the same batches as `iter(self)`, starting at batch `start_batch_index`.
+
+        Args:
+            start_batch_index: int >= 0, batches of the sequence to skip. They are drawn and
+                discarded (index arithmetic only, no images), so resuming a run at batch n
+                gives exactly the batches an uninterrupted run sees from batch n on.
+            state: a dict from `state_at` to start from instead (start_batch_index is then
+                ignored): the random generator and queues are restored as saved.
+
+        Yields:
+            int32 arrays (P * K,) of image indices.
+        """
+        cursor = self._new_cursor() if state is None else self._cursor_from_state(state)
+        if state is None:
+            if start_batch_index < 0:
+                raise ValueError(f"start_batch_index must be 0 or more, got {start_batch_index}.")
+            for _ in range(start_batch_index):
+                self._next_batch(cursor)
         while True:
-            identities = self._take_identities(identity_queue, rng)
-            batch = np.concatenate(
-                [self._take_images(identity, image_queues, rng) for identity in identities]
+            yield self._next_batch(cursor)
+
+    def state_at(self, batch_index: int) -> dict:
+        """The sampler's random state after `batch_index` batches, as plain JSON-able data.
+
+        The state is what `iterate(state=...)` needs to continue the sequence: the bit
+        generator's state, the round-robin identity queue and every per-identity image queue.
+
+        Args:
+            batch_index: int >= 0, batches drawn so far.
+
+        Returns:
+            dict with keys batch_index, seed, num_images, bit_generator_state, identity_queue,
+            image_queues.
+        """
+        cursor = self._new_cursor()
+        for _ in range(batch_index):
+            self._next_batch(cursor)
+        return {
+            "batch_index": int(batch_index),
+            "seed": self.seed,
+            "num_images": int(sum(len(indices) for indices in self.identity_image_indices)),
+            "bit_generator_state": _to_json_compatible(cursor["rng"].bit_generator.state),
+            "identity_queue": [int(i) for i in cursor["identity_queue"]],
+            "image_queues": [[int(i) for i in queue] for queue in cursor["image_queues"]],
+        }
+
+    def _new_cursor(self) -> dict:
+        return {
+            "rng": np.random.default_rng(self.seed),
+            "identity_queue": [],
+            "image_queues": [[] for _ in range(self.num_identities)],
+        }
+
+    def _cursor_from_state(self, state: dict) -> dict:
+        num_images = sum(len(indices) for indices in self.identity_image_indices)
+        if (
+            state.get("num_images") != num_images
+            or len(state.get("image_queues", ())) != self.num_identities
+        ):
+            raise ValueError(
+                f"The saved sampler state is for {state.get('num_images')} images of "
+                f"{len(state.get('image_queues', ()))} identities, but this training set has "
+                f"{num_images} images of {self.num_identities} identities; resume with the same "
+                "dataset flags."
             )
-            yield batch.astype(np.int32)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["bit_generator_state"]
+        return {
+            "rng": rng,
+            "identity_queue": list(state["identity_queue"]),
+            "image_queues": [list(queue) for queue in state["image_queues"]],
+        }
+
+    def _next_batch(self, cursor: dict) -> np.ndarray:
+        rng = cursor["rng"]
+        identities = self._take_identities(cursor["identity_queue"], rng)
+        batch = np.concatenate(
+            [self._take_images(identity, cursor["image_queues"], rng) for identity in identities]
+        )
+        return batch.astype(np.int32)
 
     def _take_identities(self, identity_queue: list[int], rng: np.random.Generator) -> list[int]:
         """Pops P distinct identities from the front of the round-robin queue."""
@@ -141,3 +217,12 @@ class IdentityBalancedSampler:
             taken.extend(fresh[:missing])
             queue[:] = fresh[missing:]
         return np.asarray(taken, dtype=np.int64)
+
+
+def _to_json_compatible(value):
+    """NumPy's bit-generator state (nested dicts of ints) with NumPy integers made plain."""
+    if isinstance(value, dict):
+        return {key: _to_json_compatible(item) for key, item in value.items()}
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,584 @@
+"""What a run needs to survive interruption: atomic files, resumable checkpoints, run markers.
+
+A run folder holds, besides its results:
+- `checkpoints/epoch_NNNN/`: the state after epoch NNNN: model weights and optimizer state
+  (moments and iteration count) in a `tf.train.Checkpoint`, and `state.json` with the epoch,
+  the training stage, the data stream position, the best-metric record, the history rows and
+  the results so far. Each is written into a temporary folder beside it, flushed to disk, then
+  renamed: a rename is atomic, so an `epoch_*` folder is always whole, whenever the process
+  dies. The newest `max_to_keep` are kept.
+- `RUN_INCOMPLETE.txt` from the start until the run completes: a folder that still has it
+  after the process ended was interrupted, and can be resumed.
+- `RUN_FAILED.txt` with the reason when the run stopped on an error.
+
+The data stream needs no state of its own: the identity sampler and the augmentation are
+functions of the seed and the position in the stream (`datasets.sampler`), so the position,
+epochs done times steps per epoch, restores both.
+"""
+
+import contextlib
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+
+from absl import logging
+
+from applications.backend import tf
+
+CHECKPOINT_FOLDER_NAME = "checkpoints"
+STATE_FILE_NAME = "state.json"
+RUN_INCOMPLETE_FILE_NAME = "RUN_INCOMPLETE.txt"
+RUN_FAILED_FILE_NAME = "RUN_FAILED.txt"
+FLAGS_FILE_NAME = "flags.json"
+_CHECKPOINT_PREFIX = "checkpoint"
+_EPOCH_FOLDER_PATTERN = re.compile(r"^epoch_(\d+)$")
+_TEMPORARY_PREFIX = ".tmp_"
+
+# Settings that shape the model, the data or the data stream: a resumed run must use the
+# values the run started with. Others (epoch_num, learning rates, evaluation settings) may
+# change on resume; the run says which did.
+RESUME_MATCHING_FLAG_NAMES = (
+    "dataset_name",
+    "cuhk03_variant",
+    "combined_dataset_names",
+    "evaluation_dataset_name",
+    "synthetic_identity_num",
+    "synthetic_camera_num",
+    "synthetic_image_num_per_identity",
+    "testing_size",
+    "backbone_model_name",
+    "image_height",
+    "image_width",
+    "region_num",
+    "pooling_mode",
+    "use_feature_clipping",
+    "min_value",
+    "max_value",
+    "use_horizontal_flipping_inside_model",
+    "identity_num_per_batch",
+    "image_num_per_identity",
+    "steps_per_epoch",
+    "freeze_backbone_for_N_epochs",
+    "use_data_augmentation_in_training",
+    "mixed_precision_policy",
+    "seed",
+)
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint or weights file could not be written; the previous one is intact."""
+
+
+class ResumeError(ValueError):
+    """There is no run to resume, or the run does not fit the flags given now."""
+
+
+# --- Atomic files -------------------------------------------------------------------------------
+
+
+def _fsync_folder(folder_path):
+    """Flushes a folder's entries (a rename) to disk; a no-op where folders cannot be opened."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder_path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def atomic_write_text(file_path, text):
+    """Writes `text` to `file_path` so that readers see the old file or the new one, never half.
+
+    The text goes to a temporary file in the same folder (a rename across file systems is not
+    atomic), is flushed to disk, then renamed over `file_path`.
+
+    Args:
+        file_path: str, the destination.
+        text: str.
+    """
+    folder_path = os.path.dirname(os.path.abspath(file_path))
+    descriptor, temporary_path = tempfile.mkstemp(
+        prefix=_TEMPORARY_PREFIX + os.path.basename(file_path) + ".", dir=folder_path
+    )
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary_path, file_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary_path)
+        raise
+    _fsync_folder(folder_path)
+
+
+def atomic_write_json(file_path, content):
+    """Writes `content` (JSON-able) atomically, indented and with sorted keys."""
+    atomic_write_text(file_path, json.dumps(content, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_weights(model, file_path, *, is_chief=True):
+    """`model.save_weights(file_path)` (HDF5), replacing any previous file only once complete.
+
+    Keras rewrites an h5 file in place, so a process killed while saving used to leave a
+    truncated file in place of the previous best weights.
+
+    Args:
+        model: a keras model.
+        file_path: str ending in .h5.
+        is_chief: False on the other workers of a multi-worker run: they still save (reading
+            synchronised variables may take part in collective operations) but into a
+            temporary folder that is removed, so that only the chief writes the run's files.
+
+    Raises:
+        CheckpointWriteError: the file could not be written (disk full, no permission); the
+            previous file is left as it was.
+    """
+    if not file_path.endswith(".h5"):
+        raise ValueError(f"atomic_save_weights writes HDF5 files ending in .h5, got {file_path}.")
+    if not is_chief:
+        with tempfile.TemporaryDirectory() as folder_path:
+            model.save_weights(os.path.join(folder_path, os.path.basename(file_path)))
+        return
+    folder_path = os.path.dirname(os.path.abspath(file_path))
+    # The suffix must stay .h5: Keras picks the file format from it.
+    temporary_path = os.path.join(
+        folder_path, f"{_TEMPORARY_PREFIX}{os.getpid()}_{os.path.basename(file_path)}"
+    )
+    try:
+        model.save_weights(temporary_path)
+        with open(temporary_path, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary_path, file_path)
+    except (OSError, RuntimeError, ValueError, tf.errors.OpError) as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary_path)
+        raise CheckpointWriteError(
+            f"Could not write {file_path}: {_first_line(error)}. The previous file, if any, is "
+            "intact."
+        ) from error
+    _fsync_folder(folder_path)
+
+
+def _first_line(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+# --- Checks before work starts ------------------------------------------------------------------
+
+
+def check_output_folder_writable(output_folder_path, flag_name="--output_folder_path"):
+    """Makes sure run folders can be created in `output_folder_path`, before any work starts.
+
+    Creates the folder (and its parents) when missing, then creates and removes a temporary
+    file in it.
+
+    Raises:
+        ValueError: the path is a file, or the folder cannot be created or written to; the
+            message names the flag and the path.
+    """
+    path = os.path.abspath(output_folder_path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"{flag_name} {output_folder_path} is a file, not a folder; pass a folder for the "
+            "results."
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{flag_name} {output_folder_path} is not writable ({_first_line(error)}); pass a "
+            "folder you can write to."
+        ) from None
+
+
+# --- Run markers --------------------------------------------------------------------------------
+
+
+def mark_run_started(run_folder_path, *, resume_hint=""):
+    """Marks the run folder as incomplete until `mark_run_completed`; clears an old failure."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(run_folder_path, RUN_FAILED_FILE_NAME))
+    atomic_write_text(
+        os.path.join(run_folder_path, RUN_INCOMPLETE_FILE_NAME),
+        "This run has not completed: it is still running, or it was interrupted.\n"
+        f"Started or resumed: {time.strftime('%Y-%m-%d %H:%M:%S')} by process {os.getpid()} on "
+        f"{socket.gethostname()}.\n" + (f"To continue it: {resume_hint}\n" if resume_hint else ""),
+    )
+
+
+def mark_run_completed(run_folder_path):
+    """Removes the incomplete marker: the run finished and wrote its results."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(run_folder_path, RUN_INCOMPLETE_FILE_NAME))
+
+
+def mark_run_failed(run_folder_path, reason):
+    """Writes RUN_FAILED.txt with `reason`; the incomplete marker stays (it can be resumed)."""
+    atomic_write_text(
+        os.path.join(run_folder_path, RUN_FAILED_FILE_NAME),
+        f"This run failed at {time.strftime('%Y-%m-%d %H:%M:%S')}:\n{reason}\n",
+    )
+
+
+def read_run_status(run_folder_path):
+    """Returns "failed", "incomplete" or "completed" from the run folder's markers."""
+    if os.path.isfile(os.path.join(run_folder_path, RUN_FAILED_FILE_NAME)):
+        return "failed"
+    if os.path.isfile(os.path.join(run_folder_path, RUN_INCOMPLETE_FILE_NAME)):
+        return "incomplete"
+    return "completed"
+
+
+def _marker_process_id(run_folder_path):
+    """The process id and host written in RUN_INCOMPLETE.txt, or (None, None)."""
+    try:
+        with open(os.path.join(run_folder_path, RUN_INCOMPLETE_FILE_NAME)) as file:
+            match = re.search(r"by process (\d+) on (\S+)\.", file.read())
+    except OSError:
+        return None, None
+    return (int(match.group(1)), match.group(2)) if match else (None, None)
+
+
+def _is_process_alive(process_id):
+    try:
+        os.kill(process_id, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- Resumable checkpoints ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything but the tensors that a resumed run restores.
+
+    Attributes:
+        epoch: int, epochs completed (the resumed run starts at this 0-based epoch).
+        stage: str, "frozen" or "trainable", the backbone's stage in the last completed epoch.
+        stream_batch_index: int, training batches consumed so far (the data stream position).
+        monitor: str, the metric the best weights are chosen by.
+        best_value: float or None, its best value so far.
+        best_epoch: int or None, the 1-based epoch of that value.
+        history_rows: list of dicts, one per completed epoch, as the history CSV holds them.
+        extra: dict, JSON-able results to carry over (e.g. the untrained model's metrics).
+        checkpoint_folder_path: str, the folder this state was read from ("" before saving).
+    """
+
+    epoch: int
+    stage: str
+    stream_batch_index: int
+    monitor: str = ""
+    best_value: float | None = None
+    best_epoch: int | None = None
+    history_rows: list = dataclasses.field(default_factory=list)
+    extra: dict = dataclasses.field(default_factory=dict)
+    checkpoint_folder_path: str = ""
+
+
+class RunStateManager:
+    """Writes and reads the resumable checkpoints of one run folder.
+
+    Args:
+        run_folder_path: str, the run's output folder.
+        training_model: the compiled training model; its weights and its optimizer's state
+            (slots for every variable, built at compile, and the iteration count) are saved.
+        max_to_keep: int >= 1, newest checkpoints kept; older ones (this run's own files) are
+            removed once a newer one is complete.
+        is_chief: False on non-chief workers of a multi-worker run: they write to a temporary
+            folder that is removed (see atomic_save_weights).
+    """
+
+    def __init__(self, run_folder_path, training_model, *, max_to_keep=2, is_chief=True):
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be at least 1, got {max_to_keep}.")
+        self.run_folder_path = run_folder_path
+        self.checkpoint_folder_path = os.path.join(run_folder_path, CHECKPOINT_FOLDER_NAME)
+        self.training_model = training_model
+        self.max_to_keep = max_to_keep
+        self.is_chief = is_chief
+
+    def _checkpoint(self):
+        # The model tracks its layers' variables; the optimizer holds the moments and the
+        # iteration count (and, under float16, the loss scale).
+        return tf.train.Checkpoint(
+            model=self.training_model, optimizer=self.training_model.optimizer
+        )
+
+    def list_checkpoints(self):
+        """Returns [(epoch, folder path)] of the complete checkpoints, oldest first."""
+        found = []
+        for path in glob.glob(os.path.join(self.checkpoint_folder_path, "epoch_*")):
+            match = _EPOCH_FOLDER_PATTERN.match(os.path.basename(path))
+            if match and os.path.isfile(os.path.join(path, STATE_FILE_NAME)):
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def save(self, state):
+        """Writes the checkpoint of `state.epoch` atomically, then prunes older ones.
+
+        Args:
+            state: RunState of the epoch just completed.
+
+        Returns:
+            str, the checkpoint folder written (a removed temporary one on non-chief workers).
+
+        Raises:
+            CheckpointWriteError: writing failed (disk full, no permission); the previous
+                checkpoints are intact, and the temporary folder is removed.
+        """
+        name = f"epoch_{state.epoch:04d}"
+        if not self.is_chief:
+            with tempfile.TemporaryDirectory() as folder_path:
+                self._checkpoint().write(os.path.join(folder_path, _CHECKPOINT_PREFIX))
+            return folder_path
+        os.makedirs(self.checkpoint_folder_path, exist_ok=True)
+        final_path = os.path.join(self.checkpoint_folder_path, name)
+        temporary_path = os.path.join(
+            self.checkpoint_folder_path, f"{_TEMPORARY_PREFIX}{name}_{os.getpid()}"
+        )
+        try:
+            shutil.rmtree(temporary_path, ignore_errors=True)
+            os.makedirs(temporary_path)
+            self._checkpoint().write(os.path.join(temporary_path, _CHECKPOINT_PREFIX))
+            content = dataclasses.asdict(state)
+            content.pop("checkpoint_folder_path")
+            content["saved_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(os.path.join(temporary_path, STATE_FILE_NAME), "w") as file:
+                json.dump(content, file, indent=2, sort_keys=True)
+            for file_name in os.listdir(temporary_path):
+                with open(os.path.join(temporary_path, file_name), "rb+") as file:
+                    os.fsync(file.fileno())
+            _fsync_folder(temporary_path)
+            if os.path.exists(final_path):
+                # Only after a resume from an older checkpoint: the newer state is replaced.
+                shutil.rmtree(final_path)
+            os.replace(temporary_path, final_path)
+            _fsync_folder(self.checkpoint_folder_path)
+        except (OSError, RuntimeError, ValueError, tf.errors.OpError) as error:
+            shutil.rmtree(temporary_path, ignore_errors=True)
+            previous = self.list_checkpoints()
+            kept = f"epoch {previous[-1][0]}" if previous else "none yet"
+            raise CheckpointWriteError(
+                f"Could not write the checkpoint of epoch {state.epoch} to "
+                f"{self.checkpoint_folder_path}: {_first_line(error)}. The previous checkpoint "
+                f"({kept}) is intact; free space or fix the permissions, then resume with "
+                f"--resume_from {self.run_folder_path}."
+            ) from error
+        self._prune()
+        logging.info("Checkpoint of epoch %d written to %s.", state.epoch, final_path)
+        return final_path
+
+    def _prune(self):
+        checkpoints = self.list_checkpoints()
+        for _, path in checkpoints[: -self.max_to_keep]:
+            shutil.rmtree(path, ignore_errors=True)
+        # Temporary folders of this run's earlier, killed processes.
+        for path in glob.glob(os.path.join(self.checkpoint_folder_path, _TEMPORARY_PREFIX + "*")):
+            if not path.endswith(f"_{os.getpid()}"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def read_state(self, checkpoint_folder_path=None):
+        """Reads the RunState of the newest checkpoint (or of the given folder), no tensors.
+
+        Raises:
+            ResumeError: the run folder has no complete checkpoint.
+        """
+        if checkpoint_folder_path is None:
+            checkpoints = self.list_checkpoints()
+            if not checkpoints:
+                raise ResumeError(
+                    f"Nothing to resume in {self.run_folder_path}: it has no complete checkpoint "
+                    "(the run stopped before finishing its first epoch). Start a new run instead."
+                )
+            checkpoint_folder_path = checkpoints[-1][1]
+        with open(os.path.join(checkpoint_folder_path, STATE_FILE_NAME)) as file:
+            content = json.load(file)
+        fields = {field.name for field in dataclasses.fields(RunState)}
+        state = RunState(**{key: value for key, value in content.items() if key in fields})
+        state.checkpoint_folder_path = checkpoint_folder_path
+        return state
+
+    def restore(self, checkpoint_folder_path=None):
+        """Loads the newest checkpoint's weights and optimizer state into the training model.
+
+        Call it after compiling the model (the optimizer is built there on every variable).
+
+        Returns:
+            RunState of the restored checkpoint.
+
+        Raises:
+            ResumeError: no checkpoint, or one that does not fit the model.
+        """
+        state = self.read_state(checkpoint_folder_path)
+        prefix = os.path.join(state.checkpoint_folder_path, _CHECKPOINT_PREFIX)
+        try:
+            status = self._checkpoint().read(prefix)
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise ResumeError(
+                f"The checkpoint {state.checkpoint_folder_path} does not fit the model built "
+                f"from the flags: {_first_line(error)}. Resume with the flags the run started "
+                "with (its flags.json)."
+            ) from None
+        return state
+
+
+# --- Finding the run to resume ------------------------------------------------------------------
+
+
+def _flatten(content):
+    """{"a": {"b": 1}} -> {"b": 1}: flag files may group the settings by section."""
+    flat = {}
+    for key, value in content.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _values_equal(saved, current):
+    if isinstance(saved, float) or isinstance(current, float):
+        try:
+            return math.isclose(float(saved), float(current), rel_tol=1e-9, abs_tol=0.0)
+        except (TypeError, ValueError):
+            return False
+    if isinstance(saved, list | tuple) and isinstance(current, list | tuple):
+        return list(saved) == list(current)
+    return saved == current
+
+
+def compare_flags(run_folder_path, flag_values, matching_flag_names=RESUME_MATCHING_FLAG_NAMES):
+    """Compares the flags of a run folder with the current ones.
+
+    Args:
+        run_folder_path: str, a run folder with flags.json.
+        flag_values: dict name -> value (may be grouped by section), the current settings.
+        matching_flag_names: names that must be equal for a resume.
+
+    Returns:
+        (mismatched, changed): lists of (name, saved value, current value); `mismatched` for
+        names in matching_flag_names, `changed` for the others.
+    """
+    with open(os.path.join(run_folder_path, FLAGS_FILE_NAME)) as file:
+        saved = _flatten(json.load(file))
+    current = _flatten(flag_values)
+    mismatched, changed = [], []
+    for name in sorted(set(saved) & set(current)):
+        if not _values_equal(saved[name], current[name]):
+            target = mismatched if name in matching_flag_names else changed
+            target.append((name, saved[name], current[name]))
+    return mismatched, changed
+
+
+def _describe_differences(differences):
+    return ", ".join(
+        f"--{name}: run {saved!r}, now {current!r}" for name, saved, current in differences
+    )
+
+
+def find_run_to_resume(
+    output_folder_path,
+    run_name,
+    flag_values,
+    *,
+    resume_from=None,
+    matching_flag_names=RESUME_MATCHING_FLAG_NAMES,
+):
+    """Picks the run folder that `--resume` (or `--resume_from`) continues.
+
+    `--resume` takes the unfinished run of `run_name` (`run_name`, `run_name_2`, ...) in
+    `output_folder_path` whose newest checkpoint is the most recent, among those started with
+    the same model- and data-shaping flags.
+
+    Args:
+        output_folder_path: str, the folder holding run folders.
+        run_name: str, e.g. "Synthetic_resnet18".
+        flag_values: dict, the current settings (names as in flags.json).
+        resume_from: str or None, an explicit run folder.
+        matching_flag_names: names that must match the run's saved flags.
+
+    Returns:
+        (run folder path, changed flags as a list of (name, saved, current)).
+
+    Raises:
+        ResumeError: nothing to resume, the run is still running, or the flags differ; the
+            message says which and what to do.
+    """
+    if resume_from:
+        run_folder_path = os.path.abspath(resume_from)
+        if not os.path.isfile(os.path.join(run_folder_path, FLAGS_FILE_NAME)):
+            raise ResumeError(
+                f"--resume_from {resume_from} is not a run folder written by this project (no "
+                f"{FLAGS_FILE_NAME}); pass a folder under --output_folder_path."
+            )
+        candidates = [run_folder_path]
+    else:
+        pattern = re.compile(rf"^{re.escape(run_name)}(_\d+)?$")
+        root = os.path.abspath(output_folder_path)
+        candidates = [
+            os.path.join(root, name)
+            for name in (os.listdir(root) if os.path.isdir(root) else [])
+            if pattern.match(name) and os.path.isfile(os.path.join(root, name, FLAGS_FILE_NAME))
+        ]
+    resumable = []
+    for path in candidates:
+        if read_run_status(path) == "completed":
+            continue
+        checkpoints = RunStateManager(path, None).list_checkpoints()
+        if checkpoints:
+            resumable.append((os.path.getmtime(checkpoints[-1][1]), path))
+    if not resumable:
+        where = resume_from or f"{output_folder_path} (runs named {run_name}, {run_name}_2, ...)"
+        finished = [path for path in candidates if read_run_status(path) == "completed"]
+        reason = (
+            f"Nothing to resume in {where}: "
+            + (
+                "the run has completed."
+                if resume_from and finished
+                else "no unfinished run with a complete checkpoint (one is written after each "
+                "epoch)."
+            )
+            + " Start a new run without --resume."
+        )
+        raise ResumeError(reason)
+    first_mismatch = None
+    for _, path in sorted(resumable, reverse=True):
+        mismatched, changed = compare_flags(path, flag_values, matching_flag_names)
+        if mismatched:
+            first_mismatch = first_mismatch or (path, mismatched)
+            continue
+        process_id, host = _marker_process_id(path)
+        if (
+            process_id is not None
+            and process_id != os.getpid()
+            and host == socket.gethostname()
+            and _is_process_alive(process_id)
+        ):
+            raise ResumeError(
+                f"The run in {path} is still running (process {process_id}); wait for it or stop "
+                "it before resuming."
+            )
+        return path, changed
+    path, mismatched = first_mismatch
+    raise ResumeError(
+        f"Cannot resume {path}: flags that shape the model or the data differ from the run's "
+        f"({_describe_differences(mismatched)}). Resume with the run's values (see its "
+        f"{FLAGS_FILE_NAME}), or start a new run without --resume."
+    )
