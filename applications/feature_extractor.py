@@ -264,7 +264,9 @@ class FeatureExtractor:
             kept_positions.append(batch_positions.numpy())
             progress_bar.update(int(kept_positions[-1][-1]) + 1)
         kept = np.concatenate(kept_positions) if kept_positions else np.zeros(0, np.int64)
-        progress_bar.update(len(image_file_paths), finalize=True)
+        if kept.size == 0 or kept[-1] != len(image_file_paths) - 1:
+            # The last files were unreadable: the bar has not reached its end yet.
+            progress_bar.update(len(image_file_paths), finalize=True)
         is_kept = np.zeros(len(image_file_paths), dtype=bool)
         is_kept[kept] = True
         unreadable = [path for path, ok in zip(image_file_paths, is_kept) if not ok]
@@ -274,7 +276,7 @@ class FeatureExtractor:
                 "Check that they are whole JPEG, PNG, BMP or GIF files."
             )
         if unreadable:
-            logging.warning("Skipped %d unreadable image files.", len(unreadable))
+            logging.info("Skipped %d unreadable image files.", len(unreadable))
         features = (
             np.concatenate(features, axis=0)
             if features
