@@ -1,4 +1,4 @@
-"""FlipReID's training augmentation, in two interchangeable backends.
+"""FlipReID's training augmentation, in albumentations (NumPy/OpenCV).
 
 The transforms, in order (as in FlipReID's `ImageAugmentor`):
   1. random crop: pad the image by `padding` pixels filled with the ImageNet mean, then crop a
@@ -11,10 +11,10 @@ The transforms, in order (as in FlipReID's `ImageAugmentor`):
 Each transform has its own probability. Rectangles follow Zhong et al.: area fraction in
 `scale`, aspect ratio in `ratio`, up to 100 attempts to fit one inside the image.
 
-`AlbumentationsAugmentor` (NumPy/OpenCV, called once per batch through `tf.numpy_function`) is
-the pipeline's default because it measured faster than `augment_image_tf` (stateless TF ops,
-per image) on our CPUs, see benchmarks/bench_pipeline.py. Both are deterministic given a per-image
-seed, whatever the thread that runs them.
+`AlbumentationsAugmentor` is called once per batch through `tf.numpy_function`; it measured
+1.8-3.2x faster on our CPUs than the same transforms in stateless TF ops per image (an earlier
+backend, removed since nothing used it). It is deterministic given a per-image seed, whatever the
+thread that runs it.
 """
 
 import random
@@ -23,8 +23,6 @@ import threading
 import albumentations as A  # noqa: N812  (the library's documented alias)
 import cv2
 import numpy as np
-
-from applications.backend import tf
 
 # FlipReID pads and erases with the ImageNet mean in RGB order, in [0, 255].
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -228,99 +226,3 @@ class AlbumentationsAugmentor:
                 for image, position in zip(images, positions, strict=True)
             ]
         )
-
-
-def _sample_rectangle_tf(image_height, image_width, seed):
-    """Vectorised Zhong et al. rectangle: (found, top, left, height, width) int32 scalars."""
-    uniforms = tf.random.stateless_uniform([4, MAX_ATTEMPT_NUM], seed=seed, dtype=tf.float32)
-    area = float(image_height * image_width)
-    target_area = (
-        RECTANGLE_SCALE[0] + (RECTANGLE_SCALE[1] - RECTANGLE_SCALE[0]) * uniforms[0]
-    ) * area
-    aspect_ratio = RECTANGLE_RATIO[0] + (RECTANGLE_RATIO[1] - RECTANGLE_RATIO[0]) * uniforms[1]
-    heights = tf.cast(tf.round(tf.sqrt(target_area * aspect_ratio)), tf.int32)
-    widths = tf.cast(tf.round(tf.sqrt(target_area / aspect_ratio)), tf.int32)
-    valid = (heights > 0) & (heights < image_height) & (widths > 0) & (widths < image_width)
-    first = tf.argmax(tf.cast(valid, tf.int32), output_type=tf.int32)
-    found = tf.reduce_any(valid)
-    height, width = heights[first], widths[first]
-    top = tf.cast(uniforms[2, first] * tf.cast(image_height - height, tf.float32), tf.int32)
-    left = tf.cast(uniforms[3, first] * tf.cast(image_width - width, tf.float32), tf.int32)
-    return found, top, left, height, width
-
-
-def _rectangle_mask(image_height, image_width, top, left, height, width):
-    rows = tf.range(image_height)[:, tf.newaxis, tf.newaxis]
-    columns = tf.range(image_width)[tf.newaxis, :, tf.newaxis]
-    return (rows >= top) & (rows < top + height) & (columns >= left) & (columns < left + width)
-
-
-def augment_image_tf(
-    image: tf.Tensor,
-    seed: tf.Tensor,
-    *,
-    padding_length: int = 0,
-    padding_ratio: float = 0.05,
-    random_crop_probability: float = 1.0,
-    horizontal_flip_probability: float = 0.5,
-    patch_replacement_probability: float = 0.8,
-    random_erasing_probability: float = 0.8,
-) -> tf.Tensor:
-    """The same augmentation as `build_albumentations_transform`, in stateless TF ops.
-
-    Args:
-        image: uint8 (H, W, 3) RGB with a static shape.
-        seed: int32/int64 (2,) per-image seed.
-
-    Returns:
-        uint8 (H, W, 3).
-    """
-    image_height, image_width = image.shape[0], image.shape[1]
-    padding_height, padding_width = compute_padding_size(
-        image_height, image_width, padding_length, padding_ratio
-    )
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
-    coins = tf.random.stateless_uniform([4], seed=seeds[0])
-    mean = tf.constant(IMAGENET_MEAN_RGB, tf.float32)
-    mean_uint8 = tf.cast(tf.round(mean), tf.uint8)
-
-    if padding_height > 0 or padding_width > 0:
-        top_pad, left_pad = padding_height // 2, padding_width // 2
-        paddings = [
-            [top_pad, padding_height - top_pad],
-            [left_pad, padding_width - left_pad],
-            [0, 0],
-        ]
-
-        def pad_and_crop():
-            inside = tf.pad(tf.ones([image_height, image_width, 1], tf.bool), paddings)
-            padded = tf.where(inside, tf.pad(image, paddings), mean_uint8)
-            offsets = tf.random.stateless_uniform(
-                [2], seed=seeds[1], minval=0, maxval=2**30, dtype=tf.int32
-            ) % tf.constant([padding_height + 1, padding_width + 1])
-            return tf.slice(padded, [offsets[0], offsets[1], 0], [image_height, image_width, 3])
-
-        image = tf.cond(coins[0] < random_crop_probability, pad_and_crop, lambda: image)
-
-    image = tf.cond(
-        coins[1] < horizontal_flip_probability,
-        lambda: tf.image.flip_left_right(image),
-        lambda: image,
-    )
-
-    def replace_patch():
-        found, top, left, height, width = _sample_rectangle_tf(image_height, image_width, seeds[2])
-        mask = _rectangle_mask(image_height, image_width, top, left, height, width) & found
-        gray = tf.image.rgb_to_grayscale(image)
-        return tf.where(mask, tf.broadcast_to(gray, tf.shape(image)), image)
-
-    image = tf.cond(coins[2] < patch_replacement_probability, replace_patch, lambda: image)
-
-    def erase():
-        found, top, left, height, width = _sample_rectangle_tf(image_height, image_width, seeds[3])
-        mask = _rectangle_mask(image_height, image_width, top, left, height, width) & found
-        return tf.where(mask, mean_uint8, image)
-
-    image = tf.cond(coins[3] < random_erasing_probability, erase, lambda: image)
-    image.set_shape([image_height, image_width, 3])
-    return image

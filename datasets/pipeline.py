@@ -146,6 +146,8 @@ def _first_decodable(candidate_paths_fn, num_candidates, image_height, image_wid
     fallback = tf.cast(tf.round(tf.constant(IMAGENET_MEAN_RGB)), tf.uint8)
     fallback = tf.broadcast_to(fallback, [image_height, image_width, 3])
 
+    num_candidates = tf.cast(num_candidates, tf.int64)
+
     def attempt(rank):
         found = rank < num_candidates
         image = tf.cond(
@@ -155,7 +157,7 @@ def _first_decodable(candidate_paths_fn, num_candidates, image_height, image_wid
         )
         return rank, image, found
 
-    candidates = tf.data.Dataset.range(tf.cast(num_candidates, tf.int64) + 1)
+    candidates = tf.data.Dataset.range(num_candidates + 1)
     return candidates.map(attempt).ignore_errors().take(1)
 
 

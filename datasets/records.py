@@ -15,19 +15,27 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 from absl import logging
 from sklearn.preprocessing import LabelEncoder
 
+from datasets.image_files import (
+    FILE_EMPTY,
+    FILE_MISSING,
+    NOT_AN_IMAGE,
+    TRUNCATED,
+    UNDECODABLE,
+    check_image_file,
+    format_skip_message,
+    is_decodable_image,
+    is_image_file_name,
+)
+
 RECORD_COLUMNS = ("image_file_path", "identity_ID", "camera_ID")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 JUNK_IDENTITY_ID = -1
 DISTRACTOR_IDENTITY_ID = 0
 SPLIT_NAMES = ("train", "query", "gallery")
-# How many offending file names a skip message names before it only counts.
-_NUM_NAMED_EXAMPLES = 3
 
 
 @dataclasses.dataclass
@@ -96,42 +104,6 @@ def build_records(
     return records.sort_values("image_file_path", kind="stable").reset_index(drop=True)
 
 
-def is_image_file_name(file_name: str) -> bool:
-    """Tells whether a file name has one of the ``IMAGE_EXTENSIONS`` (case-insensitive)."""
-    return os.path.splitext(file_name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def is_decodable_image(image_file_path: str) -> bool:
-    """Tells whether OpenCV can decode the image file at ``image_file_path``."""
-    encoded = np.fromfile(image_file_path, dtype=np.uint8)
-    if encoded.size == 0:
-        return False
-    return cv2.imdecode(encoded, cv2.IMREAD_COLOR) is not None
-
-
-def format_skip_message(
-    dataset_name: str, split_name: str, reason: str, examples: Sequence[str]
-) -> str:
-    """Formats a counted-skip note naming the first few offending files.
-
-    Args:
-        dataset_name: Dataset name for the message.
-        split_name: "train", "query" or "gallery".
-        reason: Why the files were skipped, e.g. "file name does not parse".
-        examples: All skipped file names or paths.
-
-    Returns:
-        One line, e.g.
-        "Market1501 query: skipped 2 images (file name does not parse): a.jpg, b.jpg".
-    """
-    named = ", ".join(str(example) for example in examples[:_NUM_NAMED_EXAMPLES])
-    more = ", ..." if len(examples) > _NUM_NAMED_EXAMPLES else ""
-    return (
-        f"{dataset_name} {split_name}: skipped {len(examples)} image"
-        f"{'s' if len(examples) != 1 else ''} ({reason}): {named}{more}"
-    )
-
-
 def filter_usable_images(
     candidates: Iterable[tuple[str, int, int]],
     *,
@@ -139,30 +111,34 @@ def filter_usable_images(
     split_name: str,
     verify_images: bool,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Keeps the candidate images whose file exists and is usable; counts the others.
+    """Keeps the candidate images that pass ``datasets.image_files``' checks; counts the others.
 
     Args:
         candidates: (image_file_path, identity_ID, camera_ID) triples.
         dataset_name: Dataset name for the messages.
         split_name: Split name for the messages.
-        verify_images: When True, decode every image with OpenCV and skip the undecodable
-            ones; when False only check that each file exists and is non-empty.
+        verify_images: When True, also decode every image with OpenCV and skip the undecodable
+            ones (minutes on a real dataset); when False only the cheap structural check runs
+            (exists, not empty, image signature, end-of-image marker).
 
     Returns:
         (records, messages): the usable images in the record format, and one message per kind
-        of skip (missing, empty, undecodable), each also logged as a warning.
+        of skip (missing, empty, not an image, truncated, undecodable), each also logged as a
+        warning.
     """
     kept: list[tuple[str, int, int]] = []
-    skipped: dict[str, list[str]] = {"file missing": [], "file empty": [], "image undecodable": []}
+    skipped: dict[str, list[str]] = {
+        reason: [] for reason in (FILE_MISSING, FILE_EMPTY, NOT_AN_IMAGE, TRUNCATED, UNDECODABLE)
+    }
     for image_file_path, identity_ID, camera_ID in candidates:
-        if not os.path.isfile(image_file_path):
-            skipped["file missing"].append(image_file_path)
-        elif os.path.getsize(image_file_path) == 0:
-            skipped["file empty"].append(os.path.basename(image_file_path))
-        elif verify_images and not is_decodable_image(image_file_path):
-            skipped["image undecodable"].append(os.path.basename(image_file_path))
-        else:
+        reason = check_image_file(image_file_path)
+        if reason is None and verify_images and not is_decodable_image(image_file_path):
+            reason = UNDECODABLE
+        if reason is None:
             kept.append((image_file_path, identity_ID, camera_ID))
+        else:
+            name = image_file_path if reason == FILE_MISSING else os.path.basename(image_file_path)
+            skipped[reason].append(name)
     messages = []
     for reason, examples in skipped.items():
         if examples:

@@ -140,3 +140,48 @@ def write_cuhk03(root_folder_path: str) -> str:
         ["0003_c2_6.png", "0003_c2_7.png"],
     )
     return base_dir
+
+
+# Planted faults, as found in real copies of datasets. The first four fail the cheap load-time
+# check; "corrupt_png" fails any decoder; "corrupt_jpeg" keeps its header and end marker and
+# OpenCV still decodes it, but TensorFlow's decoder does not.
+BAD_IMAGE_KINDS = (
+    "header_only_jpeg",
+    "text_file",
+    "truncated_jpeg",
+    "empty",
+    "corrupt_png",
+    "corrupt_jpeg",
+)
+
+
+def write_bad_image_file(image_file_path: str, kind: str) -> str:
+    """Writes a bad image file of one of the ``BAD_IMAGE_KINDS``; returns its path."""
+    os.makedirs(os.path.dirname(image_file_path), exist_ok=True)
+    pixels = np.random.default_rng(7).integers(0, 256, size=(24, 12, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", pixels)[1].tobytes()
+    if kind == "header_only_jpeg":
+        # Everything up to the start of the compressed data.
+        contents = jpeg[: jpeg.find(b"\xff\xda") + 12]
+    elif kind == "text_file":
+        contents = b"404 Not Found\n"
+    elif kind == "truncated_jpeg":
+        contents = jpeg[: len(jpeg) * 2 // 3]
+    elif kind == "empty":
+        contents = b""
+    elif kind == "corrupt_png":
+        png = bytearray(cv2.imencode(".png", pixels)[1].tobytes())
+        start = png.find(b"IDAT") + 20
+        png[start : start + 40] = bytes(value ^ 0x5A for value in png[start : start + 40])
+        contents = bytes(png)
+    elif kind == "corrupt_jpeg":
+        corrupt = bytearray(jpeg)
+        start = corrupt.find(b"\xff\xda") + 20
+        for position in range(start, len(corrupt) - 4, 7):
+            corrupt[position] = 0xFF
+        contents = bytes(corrupt)
+    else:
+        raise ValueError(f"Unknown kind {kind!r}; valid kinds: {BAD_IMAGE_KINDS}")
+    with open(image_file_path, "wb") as file:
+        file.write(contents)
+    return image_file_path

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import datasets
-from datasets import combined, cuhk03, dukemtmc_reid, market1501, msmt17
+from datasets import combined, cuhk03, dukemtmc_reid, image_files, market1501, msmt17
 from tests import dataset_fixtures
 
 
@@ -290,24 +290,81 @@ def test_unparsable_file_names_are_counted_skips(tmp_path):
     )
 
 
-def test_corrupt_and_empty_images(tmp_path):
+def test_bad_image_files_are_skipped_and_counted_at_load(tmp_path):
     dataset_dir = dataset_fixtures.write_market1501(str(tmp_path))
     train_dir = os.path.join(dataset_dir, "bounding_box_train")
-    with open(os.path.join(train_dir, "0011_c1s1_000001_00.jpg"), "wb") as file:
-        file.write(b"\xff\xd8 this is not a JPEG stream")
-    open(os.path.join(train_dir, "0012_c1s1_000001_00.jpg"), "wb").close()
+    gallery_dir = os.path.join(dataset_dir, "bounding_box_test")
+    # The planted faults: a header-only JPEG in the gallery, the rest in training.
+    planted = {
+        os.path.join(gallery_dir, "0001_c4s1_000001_00.jpg"): "header_only_jpeg",
+        os.path.join(train_dir, "0011_c1s1_000001_00.jpg"): "text_file",
+        os.path.join(train_dir, "0012_c1s1_000001_00.jpg"): "truncated_jpeg",
+        os.path.join(train_dir, "0013_c1s1_000001_00.jpg"): "empty",
+        os.path.join(train_dir, "0014_c1s1_000001_00.png"): "corrupt_png",
+        os.path.join(train_dir, "0015_c1s1_000001_00.jpg"): "corrupt_jpeg",
+    }
+    for path, kind in planted.items():
+        dataset_fixtures.write_bad_image_file(path, kind)
 
     unverified = datasets.load_dataset("Market1501", str(tmp_path))
-    # Without decoding, only the empty file is caught.
-    assert len(unverified.train) == 7
-    assert any("skipped 1 image (file empty): 0012" in m for m in unverified.messages)
+    # The cheap check catches all but the two with a whole header and end marker.
+    train_names = {os.path.basename(path) for path in unverified.train["image_file_path"]}
+    assert len(unverified.train) == 6 + 2
+    assert {"0014_c1s1_000001_00.png", "0015_c1s1_000001_00.jpg"} <= train_names
+    assert len(unverified.gallery) == 7
+    expected = [
+        "Market1501 train: skipped 1 image (file empty): 0013_c1s1_000001_00.jpg",
+        "Market1501 train: skipped 1 image (not a JPEG, PNG, GIF or BMP file): "
+        "0011_c1s1_000001_00.jpg",
+        "Market1501 train: skipped 1 image (truncated: no end-of-image marker): "
+        "0012_c1s1_000001_00.jpg",
+        "Market1501 gallery: skipped 1 image (truncated: no end-of-image marker): "
+        "0001_c4s1_000001_00.jpg",
+    ]
+    for message in expected:
+        assert message in unverified.messages
 
+    # A full decode (OpenCV) also catches the corrupt PNG; the corrupt JPEG decodes there and
+    # is left to the pipeline, whose TensorFlow decoder rejects it.
     verified = datasets.load_dataset("Market1501", str(tmp_path), verify_images=True)
-    assert len(verified.train) == 6
-    assert any(
-        "skipped 1 image (image undecodable): 0011_c1s1_000001_00.jpg" in m
-        for m in verified.messages
+    assert len(verified.train) == 6 + 1
+    assert (
+        "Market1501 train: skipped 1 image (image undecodable): 0014_c1s1_000001_00.png"
+        in verified.messages
     )
+
+
+def test_cheap_check_reads_two_small_pieces_of_each_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "big.jpg")
+    dataset_fixtures.write_image(path, height=400, width=200)
+    sizes = []
+    real_open = open
+
+    class CountingFile:
+        def __init__(self, file):
+            self._file = file
+
+        def read(self, size=-1):
+            sizes.append(size)
+            return self._file.read(size)
+
+        def __getattr__(self, name):
+            return getattr(self._file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._file.close()
+
+    monkeypatch.setattr(
+        datasets.image_files,
+        "open",
+        lambda *a, **k: CountingFile(real_open(*a, **k)),
+        raising=False,
+    )
+    assert image_files.check_image_file(path) is None
+    assert sizes == [image_files.HEAD_LENGTH, image_files.TAIL_LENGTH]
 
 
 def test_empty_split_is_an_error(tmp_path):

@@ -1,18 +1,19 @@
 """Tests of the tf.data training and testing pipelines on tiny images written with cv2."""
 
-import itertools
-
 import cv2
 import numpy as np
 import pytest
 
 from applications.backend import tf
+from datasets.augmentation import IMAGENET_MEAN_RGB
+from datasets.image_files import SkippedImageLog
 from datasets.pipeline import (
+    NO_DECODABLE_IMAGE,
     build_testing_dataset,
     build_training_dataset,
     decode_and_resize,
-    find_undecodable_image_files,
 )
+from tests.dataset_fixtures import BAD_IMAGE_KINDS, write_bad_image_file
 
 HEIGHT, WIDTH = 16, 8
 NO_AUGMENTATION = dict(
@@ -125,8 +126,7 @@ def test_non_deterministic_mode_yields_the_same_batches(constant_colour_files):
     assert as_set(ordered) <= {images.numpy().tobytes() for images, _ in unordered.take(12)}
 
 
-@pytest.mark.parametrize("backend", ["albumentations", "tensorflow"])
-def test_training_flip_with_probability_one_is_fliplr_of_the_resized_image(tmp_path, backend):
+def test_training_flip_with_probability_one_is_fliplr_of_the_resized_image(tmp_path):
     rng = np.random.default_rng(0)
     path = _write(tmp_path / "person.png", rng.integers(0, 256, (30, 14, 3), dtype=np.uint8))
     dataset = build_training_dataset(
@@ -137,7 +137,6 @@ def test_training_flip_with_probability_one_is_fliplr_of_the_resized_image(tmp_p
         image_height=HEIGHT,
         image_width=WIDTH,
         **{**NO_AUGMENTATION, "horizontal_flip_probability": 1.0},
-        augmentation_backend=backend,
     )
     images, _ = next(iter(dataset))
     expected = np.fliplr(decode_and_resize(tf.constant(path), HEIGHT, WIDTH).numpy())
@@ -186,38 +185,123 @@ def test_testing_pipeline_keeps_file_order_and_the_last_partial_batch(constant_c
     assert np.array_equal(_file_indices(np.concatenate(batches), 7), np.arange(7))
 
 
-@pytest.mark.parametrize("problem", ["not_an_image", "truncated_jpeg", "truncated_png", "empty"])
-def test_bad_image_file_raises_an_error_naming_the_file(tmp_path, constant_colour_files, problem):
-    paths, labels = constant_colour_files
-    good = (np.arange(24 * 12 * 3).reshape(24, 12, 3) % 256).astype(np.uint8)
-    if problem == "not_an_image":
-        bad_path = tmp_path / "bad_file.jpg"
-        bad_path.write_text("this is not an image")
-    elif problem == "empty":
-        bad_path = tmp_path / "bad_file.png"
-        bad_path.write_bytes(b"")
-    else:
-        extension = problem.split("_")[1].replace("jpeg", "jpg")
-        whole = tmp_path / f"whole.{extension}"
-        _write(whole, good)
-        bad_path = tmp_path / f"bad_file.{extension}"
-        bad_path.write_bytes(whole.read_bytes()[:-30])
-    assert find_undecodable_image_files([paths[0], str(bad_path)]) == [str(bad_path)]
+def _bad_path(tmp_path, kind):
+    extension = "png" if "png" in kind else "jpg"
+    return write_bad_image_file(str(tmp_path / f"bad_{kind}.{extension}"), kind)
+
+
+@pytest.mark.parametrize("kind", ["header_only_jpeg", "text_file", "truncated_jpeg", "empty"])
+def test_positionless_testing_fails_naming_a_bad_file(tmp_path, constant_colour_files, kind):
+    paths, _ = constant_colour_files
     testing = build_testing_dataset(
-        [*paths[:2], str(bad_path)], image_height=HEIGHT, image_width=WIDTH
+        [*paths[:2], _bad_path(tmp_path, kind)], image_height=HEIGHT, image_width=WIDTH
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="bad_file"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"bad_{kind}"):
         list(testing)
-    training = build_training_dataset(
-        [str(bad_path), paths[0]],
-        [0, 1],
-        identity_num_per_batch=2,
-        image_num_per_identity=1,
+
+
+def test_training_replaces_every_kind_of_bad_file_within_its_identity(
+    tmp_path, constant_colour_files
+):
+    paths, labels = constant_colour_files
+    # One bad file of each kind, spread over the identities; identity 7's only image is bad.
+    bad_paths = [_bad_path(tmp_path, kind) for kind in BAD_IMAGE_KINDS]
+    bad_labels = [index % 7 for index in range(len(bad_paths))]
+    lonely_path = write_bad_image_file(str(tmp_path / "lonely.jpg"), "truncated_jpeg")
+    all_paths = [*paths, *bad_paths, lonely_path]
+    all_labels = np.array([*labels, *bad_labels, 7])
+    log = SkippedImageLog("Tiny train")
+    P, K = 4, 4
+    dataset = build_training_dataset(
+        all_paths,
+        all_labels,
+        identity_num_per_batch=P,
+        image_num_per_identity=K,
         image_height=HEIGHT,
         image_width=WIDTH,
+        use_data_augmentation=False,
+        skipped_images=log,
+        num_workers=2,
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="bad_file"):
-        list(itertools.islice(training, 2))
+    mean_colour = np.round(IMAGENET_MEAN_RGB)
+    for images, batch_labels in dataset.take(12):
+        images, batch_labels = images.numpy(), batch_labels.numpy()
+        rows = batch_labels.reshape(P, K)
+        assert (rows == rows[:, :1]).all() and len(set(rows[:, 0])) == P
+        lonely = batch_labels == 7
+        assert (images[lonely].reshape(-1, 3) == mean_colour).all()
+        # Every other row is a good file of the row's own identity.
+        file_indices = _file_indices(images[~lonely], len(paths))
+        assert np.array_equal(labels[file_indices], batch_labels[~lonely])
+    # Every identity is drawn several times in 12 batches, so every bad file was met, once
+    # counted however often drawn.
+    skipped_files = [path for path in log.skipped_file_paths if not path.startswith("identity")]
+    assert sorted(skipped_files) == sorted([*bad_paths, lonely_path])
+    assert log.num_skipped == len(bad_paths) + 2
+    assert any(NO_DECODABLE_IMAGE in message for message in log.messages())
+    assert any("Tiny train: skipped 7 images (image undecodable)" in m for m in log.messages())
+
+
+def test_training_with_bad_files_gives_the_same_batches_every_time(tmp_path, constant_colour_files):
+    paths, labels = constant_colour_files
+    all_paths = [*paths, _bad_path(tmp_path, "corrupt_png"), _bad_path(tmp_path, "corrupt_jpeg")]
+    all_labels = np.array([*labels, 0, 2])
+    make = lambda: build_training_dataset(
+        all_paths,
+        all_labels,
+        identity_num_per_batch=3,
+        image_num_per_identity=3,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        seed=5,
+        deterministic=True,
+    )
+    first = [images.numpy() for images, _ in make().take(6)]
+    again = [images.numpy() for images, _ in make().take(6)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_testing_leaves_bad_files_out_and_keeps_positions_aligned(tmp_path, constant_colour_files):
+    paths, _ = constant_colour_files
+    # Bad files interleaved with good ones, two of them next to each other.
+    order = [0, "header_only_jpeg", 1, 2, "corrupt_png", "corrupt_jpeg", 3, 4, "empty", 5]
+    all_paths = [paths[item] if isinstance(item, int) else _bad_path(tmp_path, item)
+                 for item in order]  # fmt: skip
+    log = SkippedImageLog("Tiny gallery")
+    dataset = build_testing_dataset(
+        all_paths,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        batch_size=3,
+        return_positions=True,
+        skipped_images=log,
+    )
+    batches = [(images.numpy(), positions.numpy()) for images, positions in dataset]
+    images = np.concatenate([batch[0] for batch in batches])
+    positions = np.concatenate([batch[1] for batch in batches])
+    good_positions = [position for position, item in enumerate(order) if isinstance(item, int)]
+    assert positions.tolist() == good_positions
+    # Row r is the file at positions[r]: features stay with their records.
+    expected_files = [order[position] for position in good_positions]
+    assert _file_indices(images, len(paths)).tolist() == expected_files
+    assert sorted(log.skipped_file_paths) == sorted(
+        path for path, item in zip(all_paths, order, strict=True) if not isinstance(item, int)
+    )
+    assert log.messages() == [
+        "Tiny gallery: skipped 4 images (image undecodable): bad_header_only_jpeg.jpg, "
+        "bad_corrupt_png.png, bad_corrupt_jpeg.jpg, ..."
+    ]
+
+
+def test_testing_with_positions_and_no_bad_file_is_plain_order(constant_colour_files):
+    paths, _ = constant_colour_files
+    dataset = build_testing_dataset(
+        paths, image_height=HEIGHT, image_width=WIDTH, batch_size=4, return_positions=True
+    )
+    batches = list(dataset)
+    assert [len(positions) for _, positions in batches] == [4, 4, 4, 4, 4]
+    positions = np.concatenate([positions.numpy() for _, positions in batches])
+    assert positions.tolist() == list(range(len(paths)))
 
 
 def test_fewer_identities_than_P_names_the_flag(constant_colour_files):
@@ -233,12 +317,39 @@ def test_fewer_identities_than_P_names_the_flag(constant_colour_files):
         )
 
 
-def test_mismatched_inputs_and_unknown_backend_are_rejected(constant_colour_files):
+def test_mismatched_inputs_are_rejected(constant_colour_files):
     paths, labels = constant_colour_files
     kwargs = dict(
         identity_num_per_batch=2, image_num_per_identity=2, image_height=HEIGHT, image_width=WIDTH
     )
     with pytest.raises(ValueError, match="labels"):
         build_training_dataset(paths, labels[:-1], **kwargs)
-    with pytest.raises(ValueError, match="albumentations"):
-        build_training_dataset(paths, labels, augmentation_backend="torch", **kwargs)
+
+
+def test_num_workers_changes_parallelism_not_batches(constant_colour_files):
+    paths, labels = constant_colour_files
+    kwargs = dict(
+        identity_num_per_batch=2,
+        image_num_per_identity=2,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        seed=3,
+        deterministic=True,
+    )
+    reference = [
+        images.numpy() for images, _ in build_training_dataset(paths, labels, **kwargs).take(3)
+    ]
+    one_worker = build_training_dataset(paths, labels, num_workers=1, **kwargs)
+    assert one_worker.options().threading.private_threadpool_size == 1
+    assert all(
+        np.array_equal(a, images.numpy())
+        for a, (images, _) in zip(reference, one_worker.take(3), strict=True)
+    )
+    testing = build_testing_dataset(paths, image_height=HEIGHT, image_width=WIDTH, num_workers=2)
+    assert testing.options().threading.private_threadpool_size == 2
+    assert np.array_equal(
+        _file_indices(np.concatenate(list(testing)), len(paths)), np.arange(len(paths))
+    )
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_workers"):
+            build_training_dataset(paths, labels, num_workers=bad, **kwargs)

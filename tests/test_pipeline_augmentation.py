@@ -1,13 +1,11 @@
-"""Each augmentation, in both backends, at probability 1 and 0 against hand-checked results."""
+"""Each augmentation at probability 1 and 0 against hand-checked results."""
 
 import numpy as np
 import pytest
 
-from applications.backend import tf
 from datasets.augmentation import (
     IMAGENET_MEAN_RGB,
     AlbumentationsAugmentor,
-    augment_image_tf,
     compute_padding_size,
 )
 
@@ -35,15 +33,10 @@ def image():
     ).astype(np.uint8)
 
 
-def _augment(backend, image, seed=3, **probabilities):
+def _augment(image, seed=3, **probabilities):
     kwargs = {**ALL_OFF, **probabilities}
-    if backend == "albumentations":
-        augmentor = AlbumentationsAugmentor(HEIGHT, WIDTH, **kwargs)
-        out = augmentor(image, np.array([0, seed]))
-    else:
-        out = augment_image_tf(
-            tf.constant(image), tf.constant([0, seed], tf.int64), **kwargs
-        ).numpy()
+    augmentor = AlbumentationsAugmentor(HEIGHT, WIDTH, **kwargs)
+    out = augmentor(image, np.array([0, seed]))
     assert out.dtype == np.uint8 and out.shape == image.shape
     return out
 
@@ -59,28 +52,20 @@ def _changed_rectangle(before, after):
     return top, left, height, width
 
 
-BACKENDS = ["albumentations", "tensorflow"]
+def test_all_probabilities_zero_is_identity(image):
+    assert np.array_equal(_augment(image), image)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_all_probabilities_zero_is_identity(backend, image):
-    assert np.array_equal(_augment(backend, image), image)
+def test_flip_with_probability_one_is_fliplr(image):
+    assert np.array_equal(_augment(image, horizontal_flip_probability=1.0), np.fliplr(image))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_flip_with_probability_one_is_fliplr(backend, image):
-    assert np.array_equal(
-        _augment(backend, image, horizontal_flip_probability=1.0), np.fliplr(image)
-    )
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_pad_and_crop_is_a_window_of_the_mean_padded_image(backend, image):
+def test_pad_and_crop_is_a_window_of_the_mean_padded_image(image):
     padding_height, padding_width = compute_padding_size(HEIGHT, WIDTH, 0, 0.05)
     assert (padding_height, padding_width) == (2, 1)
     found_shifted = False
     for seed in range(8):
-        out = _augment(backend, image, seed=seed, random_crop_probability=1.0)
+        out = _augment(image, seed=seed, random_crop_probability=1.0)
         padded = np.empty((HEIGHT + 2 * padding_height, WIDTH + 2 * padding_width, 3), np.uint8)
         padded[:] = MEAN_UINT8
         padded[padding_height : padding_height + HEIGHT, padding_width : padding_width + WIDTH] = (
@@ -98,9 +83,8 @@ def test_pad_and_crop_is_a_window_of_the_mean_padded_image(backend, image):
     assert found_shifted
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_grayscale_patch_makes_a_gray_rectangle(backend, image):
-    out = _augment(backend, image, patch_replacement_probability=1.0)
+def test_grayscale_patch_makes_a_gray_rectangle(image):
+    out = _augment(image, patch_replacement_probability=1.0)
     top, left, height, width = _changed_rectangle(image, out)
     patch = out[top : top + height, left : left + width].astype(int)
     assert (patch[..., 0] == patch[..., 1]).all() and (patch[..., 1] == patch[..., 2]).all()
@@ -111,9 +95,8 @@ def test_grayscale_patch_makes_a_gray_rectangle(backend, image):
     assert 0 < height < HEIGHT and 0 < width < WIDTH
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_erasing_fills_a_rectangle_with_the_mean(backend, image):
-    out = _augment(backend, image, random_erasing_probability=1.0)
+def test_erasing_fills_a_rectangle_with_the_mean(image):
+    out = _augment(image, random_erasing_probability=1.0)
     top, left, height, width = _changed_rectangle(image, out)
     patch = out[top : top + height, left : left + width].astype(int)
     assert np.abs(patch - np.array(IMAGENET_MEAN_RGB)).max() <= 1.0
@@ -121,16 +104,15 @@ def test_erasing_fills_a_rectangle_with_the_mean(backend, image):
     assert 0.01 <= area_fraction <= 0.45
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_augmentation_depends_only_on_the_seed(backend, image):
+def test_augmentation_depends_only_on_the_seed(image):
     everything = dict(
         random_crop_probability=1.0,
         horizontal_flip_probability=0.5,
         patch_replacement_probability=0.8,
         random_erasing_probability=0.8,
     )
-    first = [_augment(backend, image, seed=seed, **everything) for seed in range(6)]
-    again = [_augment(backend, image, seed=seed, **everything) for seed in range(6)]
+    first = [_augment(image, seed=seed, **everything) for seed in range(6)]
+    again = [_augment(image, seed=seed, **everything) for seed in range(6)]
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert len({a.tobytes() for a in first}) > 1
 
