@@ -9,6 +9,9 @@ filters) + ReLU -> pooling -> optional clipping.
 from applications.backend import keras
 from applications.layers import FeatureClipping, ImageNormalization, build_pooling_layer
 
+# Name of the local branch's output layer (AlignedReID's stripe features, (B, H, C_local)).
+LOCAL_FEATURES_NAME = "local_features"
+
 
 def as_output_list(outputs):
     """Returns a model's outputs as a list: a Keras model with one output returns a bare tensor."""
@@ -26,8 +29,15 @@ def build_branch_network(
     min_value,
     max_value,
     gem_initial_power,
+    use_local_branch=False,
+    local_feature_dim=128,
 ):
-    """Builds images (B, H, W, 3) -> list of float32 branch embeddings [(B, D_b), ...]."""
+    """Builds images (B, H, W, 3) -> list of float32 branch embeddings [(B, D_b), ...].
+
+    With use_local_branch, one more output comes last: AlignedReID's local features
+    (B, H_map, local_feature_dim) from the global branch's feature map (see
+    build_local_features).
+    """
     images = keras.Input(shape=(image_height, image_width, 3), name="images")
     features = ImageNormalization(name="image_normalization")(images)
     features = backbone.trunk(features)
@@ -74,7 +84,47 @@ def build_branch_network(
             )(stripe)
             branch_embeddings.append(pool_and_clip(stripe, branch_name))
 
+    if use_local_branch:
+        branch_embeddings.append(build_local_features(global_feature_map, local_feature_dim))
     return keras.Model(images, branch_embeddings, name="branch_network")
+
+
+def build_local_features(feature_map, local_feature_dim):
+    """AlignedReID's local branch: one feature per row of the feature map.
+
+    Mean over the width, then a 1x1 convolution with bias, batch normalisation and ReLU.
+
+    Args:
+        feature_map: tensor (B, H_map, W_map, C).
+        local_feature_dim: int, channels per stripe (AlignedReID: 128).
+
+    Returns:
+        float32 tensor (B, H_map, local_feature_dim), named LOCAL_FEATURES_NAME.
+    """
+    if local_feature_dim < 1:
+        raise ValueError(f"local_feature_dim must be at least 1, got {local_feature_dim}.")
+    map_height, map_width = feature_map.shape[1], feature_map.shape[2]
+    rows = keras.layers.AveragePooling2D(pool_size=(1, map_width), name="local_row_mean")(
+        feature_map
+    )
+    rows = keras.layers.Conv2D(local_feature_dim, 1, use_bias=True, name="local_reduction")(rows)
+    rows = keras.layers.BatchNormalization(name="local_batch_normalization")(rows)
+    rows = keras.layers.ReLU(name="local_relu")(rows)
+    return keras.layers.Reshape(
+        (map_height, local_feature_dim), dtype="float32", name=LOCAL_FEATURES_NAME
+    )(rows)
+
+
+def has_local_branch(branch_network):
+    """Tells whether the branch network's last output is the local branch's."""
+    return branch_network.output_names[-1] == LOCAL_FEATURES_NAME
+
+
+def embedding_outputs(branch_network):
+    """The branch embedding outputs [(B, D_b), ...], without the local features."""
+    if has_local_branch(branch_network):
+        return branch_network.outputs[:-1]
+    return branch_network.outputs
 
 
 def branch_names(region_num):
@@ -82,10 +132,16 @@ def branch_names(region_num):
 
 
 def build_inference_model(branch_network):
-    """Builds images (B, H, W, 3) -> float32 concatenated branch embeddings (B, D)."""
-    outputs = branch_network.outputs
+    """Builds images (B, H, W, 3) -> float32 concatenated branch embeddings (B, D).
+
+    With the local branch the model has a second output, the local features
+    (B, H_map, C_local); without it, the single output above.
+    """
+    outputs = embedding_outputs(branch_network)
     if len(outputs) == 1:
         embedding = FeatureClipping(name="embedding")(outputs[0])
     else:
         embedding = keras.layers.Concatenate(axis=-1, dtype="float32", name="embedding")(outputs)
+    if has_local_branch(branch_network):
+        embedding = [embedding, branch_network.outputs[-1]]
     return keras.Model(branch_network.inputs, embedding, name="inference_model")

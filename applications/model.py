@@ -40,6 +40,8 @@ def build_flipreid_models(
     bias_regularization_factor=0.0005,
     gamma_regularization_factor=0.0005,
     beta_regularization_factor=0.0005,
+    use_local_branch=False,
+    local_feature_dim=128,
 ):
     """Builds the FlipReID training model and the inference model that shares its weights.
 
@@ -65,13 +67,18 @@ def build_flipreid_models(
         bias_regularization_factor: L2 factor of biases.
         gamma_regularization_factor: L2 factor of normalization scales.
         beta_regularization_factor: L2 factor of normalization offsets.
+        use_local_branch: add AlignedReID's local branch on the global branch's feature map
+            (mean over the width, 1x1 convolution with bias, batch normalisation, ReLU).
+        local_feature_dim: channels of each local stripe feature (AlignedReID: 128).
 
     Returns:
         (training_model, inference_model). inference_model maps images (B, H, W, 3) uint8 or
         float in [0, 255] to the float32 embedding (B, D): the concatenation, in the order
         global, region1, ..., of the branch embeddings, not L2-normalised (compare them with
         the cosine distance). training_model is a FlipReIDTrainingModel, not yet compiled; its
-        `branch_network` maps the same images to the list of branch embeddings.
+        `branch_network` maps the same images to the list of branch embeddings. With
+        use_local_branch, inference_model has a second output, the local features float32
+        (B, H_map, local_feature_dim), and branch_network lists them after the embeddings.
 
     Raises:
         ValueError: unknown backbone or pooling mode, or invalid sizes.
@@ -98,6 +105,8 @@ def build_flipreid_models(
         min_value,
         max_value,
         gem_initial_power,
+        use_local_branch=use_local_branch,
+        local_feature_dim=local_feature_dim,
     )
     classification_heads = build_classification_heads(
         branch_network, num_identities, branch_names(region_num)

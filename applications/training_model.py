@@ -5,14 +5,20 @@ averages the two embeddings of each branch for the triplet and identity losses, 
 mean squared error between them as the flipping loss.
 """
 
+from applications.aligned_losses import (
+    batch_local_distances,
+    local_triplet_loss,
+    normalize_features,
+)
 from applications.backend import keras, tf
-from applications.branches import as_output_list
+from applications.branches import as_output_list, has_local_branch
 from applications.layers import GlobalGeMPooling2D
 from applications.losses import (
     batch_hard_triplet_loss,
     cross_entropy_loss,
     flipping_loss,
     l2_regularization_loss,
+    pairwise_euclidean_distances,
 )
 
 LOGGED_NAMES = (
@@ -22,6 +28,15 @@ LOGGED_NAMES = (
     "flipping_loss",
     "regularization_loss",
     "accuracy",
+)
+# Logged in addition with the local branch (AlignedReID's local triplet loss).
+LOCAL_LOGGED_NAMES = ("local_triplet_loss",)
+# AlignedReID's loss settings of compile, with their defaults.
+_ALIGNED_LOSS_DEFAULTS = dict(
+    local_triplet_loss_weight=1.0,
+    local_triplet_margin=None,
+    local_distance_own_hard_samples=False,
+    normalize_feature=False,
 )
 # Attribute name of a variable on its layer -> which regularization factor applies to it.
 _REGULARIZED_ATTRIBUTES = {
@@ -86,6 +101,12 @@ class FlipReIDTrainingModel(keras.Model):
     (softmax accuracy, averaged over the branch heads). Weighted losses are summed as
     triplet_loss_weight * triplet + cross_entropy_loss_weight * cross_entropy
     + flipping_loss_weight * flipping + regularization.
+
+    With a local branch (AlignedReID), `local_triplet_loss` is logged too and
+    local_triplet_loss_weight * local_triplet is added: the batch-hard triplet loss on the
+    aligned local distance, its hard samples mined from the global branch's distance unless
+    local_distance_own_hard_samples. The local features of an image and its flip are averaged
+    like the embeddings; the flipping loss covers the branch embeddings only.
     """
 
     def __init__(
@@ -114,13 +135,16 @@ class FlipReIDTrainingModel(keras.Model):
             gamma_regularization_factor=gamma_regularization_factor,
             beta_regularization_factor=beta_regularization_factor,
         )
-        self.loss_trackers = [keras.metrics.Mean(name=name) for name in LOGGED_NAMES]
+        self.has_local_branch = has_local_branch(branch_network)
+        self.logged_names = LOGGED_NAMES + (LOCAL_LOGGED_NAMES if self.has_local_branch else ())
+        self.loss_trackers = [keras.metrics.Mean(name=name) for name in self.logged_names]
         self._loss_settings = dict(
             triplet_margin=None,
             label_smoothing=0.0,
             triplet_loss_weight=1.0,
             cross_entropy_loss_weight=1.0,
             flipping_loss_weight=1.0,
+            **_ALIGNED_LOSS_DEFAULTS,
         )
         # Both sub-models are functional and already built; marking this wrapper built lets
         # save_weights run before the first step.
@@ -144,6 +168,12 @@ class FlipReIDTrainingModel(keras.Model):
     ):
         """Configures the optimizer and the loss settings.
 
+        AlignedReID's settings are keyword arguments too (defaults in brackets):
+        local_triplet_loss_weight [1.0], local_triplet_margin [None: soft margin],
+        local_distance_own_hard_samples [False: mine from the global distance] and
+        normalize_feature [False: L2-normalise the embeddings and each stripe before every
+        distance]; the first three matter only with a local branch.
+
         Args:
             optimizer: a keras optimizer or its name.
             triplet_margin: None for the soft margin (softplus), else the hinge margin.
@@ -153,20 +183,34 @@ class FlipReIDTrainingModel(keras.Model):
             flipping_loss_weight: weight of the flipping loss in the total.
             **kwargs: passed to keras.Model.compile (e.g. run_eagerly, jit_compile).
         """
+        aligned_settings = {
+            name: kwargs.pop(name, default) for name, default in _ALIGNED_LOSS_DEFAULTS.items()
+        }
         super().compile(optimizer=optimizer, **kwargs)
         self._compile_kwargs = dict(kwargs)
-        self._loss_settings = dict(
+        self.configure_losses(
             triplet_margin=triplet_margin,
             label_smoothing=label_smoothing,
             triplet_loss_weight=triplet_loss_weight,
             cross_entropy_loss_weight=cross_entropy_loss_weight,
             flipping_loss_weight=flipping_loss_weight,
+            **aligned_settings,
         )
         # Give the optimizer slots for every variable that can ever be trained, frozen backbone
         # included, so unfreezing later needs no recompile and keeps the optimizer state.
         inner_optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         if isinstance(inner_optimizer, keras.optimizers.Optimizer):
             inner_optimizer.build([variable for variable in self.weights if variable.trainable])
+
+    def configure_losses(self, **settings):
+        """Sets loss settings (the keyword arguments of `compile`) without an optimizer.
+
+        Mutual learning compiles one wrapper and configures each model's losses with this.
+        """
+        unknown = set(settings) - set(self._loss_settings)
+        if unknown:
+            raise ValueError(f"Unknown loss settings {sorted(unknown)}.")
+        self._loss_settings = {**self._loss_settings, **settings}
 
     def _backbone_models(self):
         return [self.branch_network.get_layer(name) for name in self._backbone_model_names]
@@ -209,21 +253,40 @@ class FlipReIDTrainingModel(keras.Model):
             structure); flipping_losses is a list of float32 scalars, one per branch (empty
             without the flip structure).
         """
+        embeddings, flipping_losses, _ = self.compute_branch_outputs(images, training=training)
+        return embeddings, flipping_losses
+
+    def compute_branch_outputs(self, images, training=False):
+        """Like compute_branch_embeddings, plus the local branch's features.
+
+        Returns:
+            (embeddings, flipping_losses, local_features): the first two as in
+            compute_branch_embeddings; local_features is float32 (B, H_map, C_local), averaged
+            over each image and its flip with the flip structure (a horizontal flip does not
+            move rows), or None without a local branch.
+        """
         images = tf.cast(images, tf.float32)
         if not self.use_horizontal_flipping_inside_model:
             outputs = as_output_list(self.branch_network(images, training=training))
-            return [tf.cast(output, tf.float32) for output in outputs], []
+            outputs = [tf.cast(output, tf.float32) for output in outputs]
+            if self.has_local_branch:
+                return outputs[:-1], [], outputs[-1]
+            return outputs, [], None
         batch_size = tf.shape(images)[0]
         # One pass over the 2B images: one set of weights, and one big batch is faster.
         both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
         outputs = as_output_list(self.branch_network(both, training=training))
+        local_features = None
+        if self.has_local_branch:
+            local_output = tf.cast(outputs.pop(), tf.float32)
+            local_features = (local_output[:batch_size] + local_output[batch_size:]) / 2.0
         embeddings, flipping_losses = [], []
         for output in outputs:
             output = tf.cast(output, tf.float32)
             original, flipped = output[:batch_size], output[batch_size:]
             embeddings.append((original + flipped) / 2.0)
             flipping_losses.append(flipping_loss(original, flipped))
-        return embeddings, flipping_losses
+        return embeddings, flipping_losses, local_features
 
     def call(self, images, training=False):
         """Returns {"branch_embeddings": [(B, D_b)], "probabilities": [(B, C)]}, float32."""
@@ -248,16 +311,37 @@ class FlipReIDTrainingModel(keras.Model):
             training: BatchNormalization mode.
 
         Returns:
-            dict name -> float32 scalar with the keys of LOGGED_NAMES.
+            dict name -> float32 scalar with the keys of `logged_names`.
+        """
+        return self.compute_losses_and_outputs(images, labels, training)[0]
+
+    def compute_losses_and_outputs(self, images, labels, training):
+        """compute_losses, plus what mutual learning compares between models.
+
+        Returns:
+            (values, outputs): values as in compute_losses; outputs is a dict with
+            "probabilities" (list of float32 (B, num_identities), one per head),
+            "distances" (list of float32 (B, B) Euclidean distances of each branch's embedding,
+            normalised first with normalize_feature) and "local_distances" (float32 (B, B)
+            aligned local distances, or None without a local branch).
         """
         settings = self._loss_settings
         labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        embeddings, flipping_losses = self.compute_branch_embeddings(images, training=training)
+        embeddings, flipping_losses, local_features = self.compute_branch_outputs(
+            images, training=training
+        )
         probabilities = as_output_list(self.classification_heads(embeddings, training=training))
+        # AlignedReID's --normalize_feature: distances of unit-length features. The heads still
+        # see the raw embeddings.
+        distance_features = (
+            [normalize_features(embedding) for embedding in embeddings]
+            if settings["normalize_feature"]
+            else embeddings
+        )
         triplet = tf.add_n(
             [
                 batch_hard_triplet_loss(embedding, labels, settings["triplet_margin"])
-                for embedding in embeddings
+                for embedding in distance_features
             ]
         )
         cross_entropy = tf.add_n(
@@ -287,7 +371,7 @@ class FlipReIDTrainingModel(keras.Model):
             + settings["flipping_loss_weight"] * flipping
             + regularization
         )
-        return {
+        values = {
             "loss": total,
             "triplet_loss": triplet,
             "cross_entropy_loss": cross_entropy,
@@ -295,6 +379,29 @@ class FlipReIDTrainingModel(keras.Model):
             "regularization_loss": regularization,
             "accuracy": accuracy,
         }
+        outputs = {"probabilities": probabilities, "distances": None, "local_distances": None}
+        if self.has_local_branch:
+            if settings["normalize_feature"]:
+                local_features = normalize_features(local_features)
+            local_distances = batch_local_distances(local_features)
+            global_distances = pairwise_euclidean_distances(distance_features[0])
+            local_triplet = local_triplet_loss(
+                local_features,
+                labels,
+                margin=settings["local_triplet_margin"],
+                global_distances=(
+                    None if settings["local_distance_own_hard_samples"] else global_distances
+                ),
+                local_distances=local_distances,
+            )
+            values["local_triplet_loss"] = local_triplet
+            values["loss"] = total + settings["local_triplet_loss_weight"] * local_triplet
+            outputs["local_distances"] = local_distances
+        # Only mutual learning reads these; a traced step prunes them when nothing does.
+        outputs["distances"] = [
+            pairwise_euclidean_distances(features) for features in distance_features
+        ]
+        return values, outputs
 
     def _update_trackers(self, values):
         for tracker in self.loss_trackers:
