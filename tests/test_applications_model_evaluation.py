@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from applications.backend import keras
+from applications.model_evaluation import extract_features
 from evaluation.distances import compute_distance_matrix
-from evaluation.features import extract_features
 from evaluation.metrics import evaluate_ranking
 from evaluation.report import evaluate_features, format_metrics
 

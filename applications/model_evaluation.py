@@ -1,4 +1,9 @@
-"""Feature extraction with an inference model, optionally averaged with the horizontal flip."""
+"""Test-set evaluation of an inference model: embed query and gallery images, then score them.
+
+The TensorFlow half of evaluation (a forward pass over image files, optionally averaged with the
+horizontal flip) lives here, so that the `evaluation` package stays pure NumPy: it receives the
+features and returns the metrics.
+"""
 
 import time
 import weakref

@@ -1,0 +1,519 @@
+"""Typed configuration of one experiment: one dataclass per flag group, one field per flag.
+
+`solution.py` turns every field into an absl flag of the same name (the type picks
+DEFINE_integer/float/bool/string/list, `choices` an enum, the bounds become the flag's
+`lower_bound`/`upper_bound`), reads the parsed flags once into an `ExperimentConfig`, and calls
+`applications.experiment.run_experiment(config)`. Tests build the same object directly with
+`build_experiment_config(epoch_num=2, ...)`. Each rule lives here once: the flag parser and
+`__post_init__` both read it from the field, so a bad value gets one clear line naming the flag.
+
+How to add an option:
+1. Add a field to the group it belongs to, named like the flag, with `option(...)`:
+
+       crop_ratio: float = option(0.05, "Padding before the random crop, as a fraction of the "
+                                  "image size (FlipReID: 0.05).", lower_bound=0.0)
+
+   `option(default, help, *, lower_bound=None, upper_bound=None, choices=None, rule=None)`:
+   bounds are inclusive; `choices` is a tuple of allowed values (str: an enum flag; int: an
+   integer flag restricted to them); `rule=(predicate, "must ...")` is any other one-value check.
+   Help text says the unit or range and FlipReID's value where the default differs. Types:
+   int, float, bool, str, `tuple[str, ...]` (a comma-separated list), or `X | None` (unset).
+2. A rule that involves several flags goes into `CROSS_FIELD_RULES` below.
+3. Read it in `applications/experiment.py` as `config.<group>.<name>` and pass it on as a keyword
+   argument named like the flag. Library modules never see the config object or the flags.
+"""
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Callable
+
+from applications.backbones import BACKBONE_MODEL_NAMES
+from applications.layers import POOLING_LAYER_BUILDERS
+from applications.learning_rate import LEARNING_RATE_FUNCTIONS
+from datasets import DATASET_NAMES
+from evaluation.distances import DISTANCE_METRICS
+from evaluation.metrics import CMC_CONFIGS
+
+REPOSITORY_FOLDER_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REGULARIZATION_MODES = ("l2", "decoupled", "none")
+MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def option(default, help, *, lower_bound=None, upper_bound=None, choices=None, rule=None):
+    """A config field with its flag help and its rule.
+
+    Args:
+        default: the default value (a tuple for list flags).
+        help: str, the flag's help text.
+        lower_bound: number or None, the smallest allowed value (inclusive).
+        upper_bound: number or None, the largest allowed value (inclusive).
+        choices: tuple or None, the allowed values.
+        rule: (predicate value -> bool, str) or None: another check and what it requires,
+            phrased to follow the flag name ("must be ...").
+
+    Returns:
+        dataclasses.Field.
+    """
+    metadata = dict(
+        help=help, lower_bound=lower_bound, upper_bound=upper_bound, choices=choices, rule=rule
+    )
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _probability(default, help):
+    return option(default, help, lower_bound=0.0, upper_bound=1.0)
+
+
+def _non_negative_factor(help):
+    return option(0.0005, help, lower_bound=0.0)
+
+
+def _is_testing_size(value):
+    return value == 0 or 0 < value <= 1 or (value > 1 and float(value).is_integer())
+
+
+def value_error(name, value, metadata):
+    """What is wrong with one field's value, or None.
+
+    Args:
+        name: str, the field (and flag) name.
+        value: the value, already of the field's type.
+        metadata: the field's metadata (see `option`).
+
+    Returns:
+        str naming the flag, or None when the value is allowed.
+    """
+    if value is None:
+        return None
+    choices, rule = metadata["choices"], metadata["rule"]
+    if choices is not None and value not in choices:
+        return f"--{name} must be one of {', '.join(map(str, choices))}; got {value!r}."
+    lower_bound, upper_bound = metadata["lower_bound"], metadata["upper_bound"]
+    if lower_bound is not None and value < lower_bound:
+        return f"--{name} must be at least {lower_bound}; got {value!r}."
+    if upper_bound is not None and value > upper_bound:
+        return f"--{name} must be at most {upper_bound}; got {value!r}."
+    if rule is not None and not rule[0](value):
+        return f"--{name} {rule[1]}; got {value!r}."
+    return None
+
+
+def field_value_type(annotation):
+    """The value type of a field annotation and whether it may be None.
+
+    Args:
+        annotation: a type such as int, `float | None` or `tuple[str, ...]`.
+
+    Returns:
+        (type, bool): int, float, bool, str or tuple, and whether None is allowed.
+    """
+    optional = False
+    if isinstance(annotation, types.UnionType):
+        arguments = typing.get_args(annotation)
+        optional = type(None) in arguments
+        (annotation,) = [argument for argument in arguments if argument is not type(None)]
+    if typing.get_origin(annotation) is tuple:
+        return tuple, optional
+    return annotation, optional
+
+
+def _coerce(name, value, annotation):
+    value_type, optional = field_value_type(annotation)
+    if value is None and optional:
+        return None
+    if value_type is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if value_type is tuple and isinstance(value, list | tuple):
+        if all(isinstance(item, str) for item in value):
+            return tuple(value)
+    elif isinstance(value, value_type) and not (value_type is int and isinstance(value, bool)):
+        return value
+    expected = "comma-separated names" if value_type is tuple else value_type.__name__
+    raise ValueError(f"--{name} must be {expected}; got {value!r}.")
+
+
+class _Group:
+    """Checks and normalises every field of a group dataclass after construction."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = _coerce(field.name, getattr(self, field.name), hints[field.name])
+            object.__setattr__(self, field.name, value)
+            message = value_error(field.name, value, field.metadata)
+            if message:
+                raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(_Group):
+    """Which dataset, where it lives, and which part of its test set is evaluated."""
+
+    root_folder_path: str = option(
+        os.path.join(REPOSITORY_FOLDER_PATH, "data"),
+        "Folder that holds the dataset folders (e.g. Market-1501-v15.09.15/). The Synthetic "
+        "dataset is generated here on first use.",
+    )
+    dataset_name: str = option(
+        "Synthetic",
+        f"One of {', '.join(DATASET_NAMES)}, or the path of your own folder with "
+        "bounding_box_train, bounding_box_test and query in Market1501 naming.",
+        rule=(
+            lambda value: value in DATASET_NAMES or os.path.isdir(value),
+            f"must be one of {', '.join(DATASET_NAMES)} or an existing folder in Market1501 layout",
+        ),
+    )
+    cuhk03_variant: str = option(
+        "detected",
+        "CUHK03 (new protocol) bounding boxes: detected or hand-labeled.",
+        choices=("detected", "labeled"),
+    )
+    combined_dataset_names: tuple[str, ...] = option(
+        ("Market1501", "DukeMTMC_reID"),
+        "With --dataset_name Combined: the datasets whose training sets are joined.",
+    )
+    evaluation_dataset_name: str = option(
+        "Market1501",
+        "With --dataset_name Combined: the dataset whose query and gallery are evaluated.",
+    )
+    synthetic_identity_num: int = option(
+        200, "Synthetic dataset: identities in all, half for training and half for testing."
+    )
+    synthetic_camera_num: int = option(4, "Synthetic dataset: number of cameras.")
+    synthetic_image_num_per_identity: int = option(
+        12, "Synthetic dataset: images drawn per identity."
+    )
+    verify_images: bool = option(
+        False,
+        "Decode every image while loading and skip (and count) the ones that fail. Takes "
+        "minutes on a large dataset; without it a corrupt image stops training with its file "
+        "name.",
+    )
+    testing_size: float = option(
+        1.0,
+        "Part of the test set to evaluate on: a proportion in (0, 1] of the test identities, or "
+        "an absolute number of identities when above 1; 0 turns test evaluation off (as in "
+        "FlipReID: training then saves the last epoch's weights). Query and gallery images of "
+        "the chosen identities are kept together; the choice is deterministic.",
+        rule=(
+            _is_testing_size,
+            "must be 0 (no test evaluation), a proportion in (0, 1] or a whole number of "
+            "identities above 1",
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_Group):
+    """The network: backbone, branches, pooling, clipping, regularisation, flip structure."""
+
+    backbone_model_name: str = option(
+        "resnet18",
+        "Backbone from tf2cv. FlipReID uses resnet50, ibn_resnet50 or resnesta50; resnet18 is the "
+        "small backbone for CPU runs.",
+        choices=tuple(BACKBONE_MODEL_NAMES),
+    )
+    pretrained: bool = option(
+        False,
+        "Start from tf2cv's ImageNet weights (downloaded on first use, needs the internet).",
+    )
+    pretrained_root: str | None = option(
+        None, "Folder of tf2cv's pretrained weight files (default: tf2cv's ~/.tensorflow/models)."
+    )
+    image_height: int = option(
+        64,
+        "Height the images are resized to, in pixels (FlipReID: 384; the demo's 64 keeps it "
+        "fast on a CPU).",
+        lower_bound=32,
+    )
+    image_width: int = option(
+        32, "Width the images are resized to, in pixels (FlipReID: 128).", lower_bound=32
+    )
+    last_stride: int = option(
+        1,
+        "Stride of the backbone's last stage: 1 keeps a feature map of 1/16 of the input "
+        "(FlipReID: 1; pip tf2cv: 2).",
+        choices=(1, 2),
+    )
+    region_num: int = option(
+        2, "Number of horizontal stripes in the regional branch (0 disables it).", lower_bound=0
+    )
+    pooling_mode: str = option(
+        "GeM", "Global pooling of every branch.", choices=tuple(POOLING_LAYER_BUILDERS)
+    )
+    gem_initial_power: float = option(
+        1.0,
+        "Starting value of the trainable GeM power p; 1.0 (FlipReID) starts as average pooling, "
+        "3.0 is the usual GeM start.",
+        rule=(lambda value: value > 0, "must be above 0"),
+    )
+    use_feature_clipping: bool = option(
+        True, "Clip the pooled features to [--min_value, --max_value], as FlipReID does."
+    )
+    min_value: float = option(0.0, "Lower bound of the feature embeddings when clipping.")
+    max_value: float = option(1.0, "Upper bound of the feature embeddings when clipping.")
+    regularization_mode: str = option(
+        "l2",
+        "How weights are regularised. l2: FlipReID's L2 penalty in the loss with the four "
+        "--*_regularization_factor flags; decoupled: AdamW-style weight decay of "
+        "--kernel_regularization_factor applied by the optimizer (no L2 term in the loss); "
+        "none: no regularisation.",
+        choices=REGULARIZATION_MODES,
+    )
+    kernel_regularization_factor: float = _non_negative_factor("L2 factor of kernels.")
+    bias_regularization_factor: float = _non_negative_factor("L2 factor of biases.")
+    gamma_regularization_factor: float = _non_negative_factor("L2 factor of batch-norm gammas.")
+    beta_regularization_factor: float = _non_negative_factor("L2 factor of batch-norm betas.")
+    use_horizontal_flipping_inside_model: bool = option(
+        True,
+        "The FlipReID structure: train on the average embedding of each image and its "
+        "horizontal flip, and add the flipping loss (MSE between the two embeddings). "
+        "FlipReID's flag defaults to off; its published results use it.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LossesConfig(_Group):
+    """Margins, smoothing and weights of the three losses."""
+
+    triplet_margin: float | None = option(
+        None,
+        "Margin of the batch-hard triplet loss; unset means the soft margin "
+        "log(1 + exp(d_ap - d_an)).",
+    )
+    label_smoothing: float = option(
+        0.0,
+        "Label smoothing of the softmax ID loss, in [0, 1).",
+        rule=(lambda value: 0 <= value < 1, "must be in [0, 1)"),
+    )
+    triplet_loss_weight: float = option(1.0, "Weight of the triplet loss.", lower_bound=0.0)
+    cross_entropy_loss_weight: float = option(
+        1.0, "Weight of the softmax ID loss.", lower_bound=0.0
+    )
+    flipping_loss_weight: float = option(1.0, "Weight of the flipping loss.", lower_bound=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(_Group):
+    """Batches, epochs, learning-rate schedule, augmentation, precision and seed."""
+
+    freeze_backbone_for_N_epochs: int = option(
+        0,
+        "Train only the heads for the first N epochs (FlipReID: 20, with --pretrained).",
+        lower_bound=0,
+    )
+    identity_num_per_batch: int = option(16, "Identities per batch (P).", lower_bound=2)
+    image_num_per_identity: int = option(4, "Images per identity in a batch (K).", lower_bound=2)
+    steps_per_epoch: int = option(
+        0,
+        "Steps per epoch; 0 means one pass over the training images (FlipReID: 200).",
+        lower_bound=0,
+    )
+    epoch_num: int = option(
+        8, "Number of epochs in all (FlipReID trains far longer).", lower_bound=1
+    )
+    learning_rate_mode: str = option(
+        "default",
+        "Learning-rate schedule over epochs. default: linear warm-up from the lower bound to the "
+        "base, then a drop by --learning_rate_drop_factor every --learning_rate_steady_epochs.",
+        choices=tuple(LEARNING_RATE_FUNCTIONS),
+    )
+    learning_rate_start: float = option(2e-4, "Starting learning rate (linear, cosine, warmup).")
+    learning_rate_end: float = option(2e-4, "Ending learning rate (linear, cosine, warmup).")
+    learning_rate_base: float = option(
+        1e-3,
+        "Base learning rate of the default mode (FlipReID: 2e-4, for ImageNet-pretrained "
+        "backbones; the demo trains from random weights).",
+    )
+    learning_rate_warmup_epochs: int = option(2, "Warm-up epochs (FlipReID: 10).")
+    learning_rate_steady_epochs: int = option(30, "Epochs between two drops in the default mode.")
+    learning_rate_drop_factor: float = option(10.0, "Divisor applied at each drop.")
+    learning_rate_lower_bound: float = option(2e-6, "Lowest learning rate.")
+    use_data_augmentation_in_training: bool = option(
+        True,
+        "Random padding and crop, horizontal flip, grayscale patch replacement, random erasing.",
+    )
+    random_crop_probability: float = _probability(
+        1.0, "Probability of the random padding and crop."
+    )
+    horizontal_flip_probability: float = _probability(0.5, "Probability of a horizontal flip.")
+    patch_replacement_probability: float = _probability(
+        0.8, "Probability of replacing a random patch with its grayscale version."
+    )
+    random_erasing_probability: float = _probability(0.8, "Probability of random erasing.")
+    workers: int | None = option(
+        None,
+        "Parallel workers of the training input pipeline (FlipReID: 5 processes); unset lets "
+        "tf.data choose.",
+        lower_bound=1,
+    )
+    mixed_precision_policy: str = option(
+        "float32",
+        "Keras mixed-precision policy; mixed_float16 suits NVIDIA GPUs. Losses stay float32.",
+        choices=MIXED_PRECISION_POLICIES,
+    )
+    seed: int = option(0, "Random seed of weights, sampling and augmentation.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig(_Group):
+    """When and how the test set is evaluated, and where results go."""
+
+    evaluate_testing_every_N_epochs: int = option(
+        4, "Evaluate every N epochs; the last epoch always is (FlipReID: 10).", lower_bound=1
+    )
+    evaluate_before_training: bool = option(
+        True, "Evaluate the untrained model first, as a baseline for the trained one."
+    )
+    use_horizontal_flipping_in_evaluation: bool = option(
+        True,
+        "Average each test embedding with that of the flipped image (FlipReID's flag defaults "
+        "to off).",
+    )
+    distance_metric: str = option(
+        "cosine", "Distance between embeddings.", choices=tuple(DISTANCE_METRICS)
+    )
+    use_re_ranking: bool = option(
+        False, "Also report metrics after k-reciprocal re-ranking (k1=20, k2=6)."
+    )
+    cmc_config: str = option(
+        "market1501",
+        "CMC protocol: market1501 (standard), cuhk03 (single gallery shot) or allshots.",
+        choices=tuple(CMC_CONFIGS),
+    )
+    testing_batch_size: int = option(
+        64, "Images per forward pass during evaluation.", lower_bound=1
+    )
+    evaluation_only: bool = option(
+        False, "Skip training: evaluate the weights of --pretrained_model_file_path."
+    )
+    pretrained_model_file_path: str | None = option(
+        None,
+        "An h5 weights file written by this project (training_model.h5 or inference_model.h5) "
+        "to start from, or to evaluate with --evaluation_only.",
+        rule=(
+            lambda value: not value or os.path.isfile(value),
+            "must name an existing h5 file written by this project",
+        ),
+    )
+    save_data_to_disk: bool = option(
+        False, "Write query and gallery features, identities and cameras to features.npz."
+    )
+    output_folder_path: str = option(
+        os.path.join(REPOSITORY_FOLDER_PATH, "outputs"),
+        "Results go to <output_folder_path>/<dataset>_<backbone>/; an existing folder is never "
+        "overwritten: a numbered folder beside it is used instead.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossFieldRule:
+    """A rule over several flags.
+
+    Attributes:
+        names: tuple of str, the flags it reads.
+        check: callable dict name -> value -> bool, True when the combination is allowed.
+        message: str, the error, naming the flags and the fix.
+    """
+
+    names: tuple[str, ...]
+    check: Callable[[dict], bool]
+    message: str
+
+
+CROSS_FIELD_RULES = (
+    CrossFieldRule(
+        ("evaluation_only", "pretrained_model_file_path"),
+        lambda v: not v["evaluation_only"] or bool(v["pretrained_model_file_path"]),
+        "--evaluation_only needs --pretrained_model_file_path (an h5 written by this project, "
+        "e.g. outputs/<run>/training_model.h5).",
+    ),
+    CrossFieldRule(
+        ("evaluation_only", "testing_size"),
+        lambda v: not v["evaluation_only"] or v["testing_size"] != 0,
+        "--evaluation_only evaluates on the test set, which --testing_size 0 turns off: pass a "
+        "--testing_size above 0.",
+    ),
+    CrossFieldRule(
+        ("use_feature_clipping", "min_value", "max_value"),
+        lambda v: not v["use_feature_clipping"] or v["min_value"] < v["max_value"],
+        "--min_value must be below --max_value (or pass --nouse_feature_clipping).",
+    ),
+)
+
+# Flag groups in the order --helpfull lists them: (group name, dataclass).
+GROUPS = (
+    ("data", DataConfig),
+    ("model", ModelConfig),
+    ("losses", LossesConfig),
+    ("training", TrainingConfig),
+    ("evaluation", EvaluationConfig),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one run of solution.py needs, grouped like the flags."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    losses: LossesConfig = dataclasses.field(default_factory=LossesConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+
+    def __post_init__(self):
+        values = self.to_flat()
+        for rule in CROSS_FIELD_RULES:
+            if not rule.check(values):
+                raise ValueError(rule.message)
+
+    def to_flat(self):
+        """Every field by its flag name.
+
+        Returns:
+            dict str -> value, JSON-serialisable (tuples become lists when dumped).
+        """
+        return {
+            field.name: getattr(getattr(self, group_name), field.name)
+            for group_name, group_class in GROUPS
+            for field in dataclasses.fields(group_class)
+        }
+
+
+def flag_fields():
+    """Every field with its group, in flag order.
+
+    Returns:
+        list of (group name: str, dataclasses.Field, annotation).
+    """
+    result = []
+    for group_name, group_class in GROUPS:
+        hints = typing.get_type_hints(group_class)
+        for field in dataclasses.fields(group_class):
+            result.append((group_name, field, hints[field.name]))
+    return result
+
+
+def build_experiment_config(**values):
+    """An ExperimentConfig from flag-named values; the rest keep their defaults.
+
+    Args:
+        **values: flag name -> value, e.g. epoch_num=2, dataset_name="Synthetic".
+
+    Returns:
+        ExperimentConfig.
+
+    Raises:
+        ValueError: an unknown name or a value that breaks a rule (the message names the flag).
+    """
+    groups = {}
+    remaining = dict(values)
+    for group_name, group_class in GROUPS:
+        names = [field.name for field in dataclasses.fields(group_class)]
+        group_values = {name: remaining.pop(name) for name in names if name in remaining}
+        groups[group_name] = group_class(**group_values)
+    if remaining:
+        raise ValueError(f"Unknown option(s): {', '.join(sorted(remaining))}.")
+    return ExperimentConfig(**groups)
