@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 from absl import logging
 
-from datasets import records
+from datasets import image_files, records, scanning
 
 PARTITIONS_FILE_NAME = "partitions.pkl"
 IMAGES_FOLDER_NAME = "images"
@@ -266,7 +266,7 @@ def _candidates(names, images_dir, dataset_name, split_name):
         candidates.append((os.path.join(images_dir, name), identity_ID, camera_ID))
     messages = []
     if unparsable:
-        message = records.format_skip_message(
+        message = image_files.format_skip_message(
             dataset_name, split_name, "file name does not parse", unparsable
         )
         logging.warning(message)
@@ -341,7 +341,7 @@ def load_alignedreid_folder(
 
     splits = {}
     for split_name, candidates in (("train", train_candidates), *test_candidates.items()):
-        splits[split_name], usable_messages = records.filter_usable_images(
+        splits[split_name], usable_messages = scanning.filter_usable_images(
             candidates,
             dataset_name=dataset_name,
             split_name=split_name,

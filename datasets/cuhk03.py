@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from datasets import market1501, records
+from datasets import market1501, records, scanning
 
 CUHK03_FOLDER_NAME = "cuhk03-np"
 CUHK03_VARIANTS = ("detected", "labeled")
@@ -96,7 +96,7 @@ def load_cuhk03(
     """
     variant = normalize_cuhk03_variant(cuhk03_variant)
     dataset_name = f"CUHK03_{variant}"
-    dataset_dir = records.find_dataset_dir(
+    dataset_dir = scanning.find_dataset_dir(
         root_folder_path,
         dataset_name=dataset_name,
         candidate_relative_dirs=(f"{CUHK03_FOLDER_NAME}/{variant}", variant),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from datasets import market1501, records
+from datasets import market1501, records, scanning
 
 DUKEMTMC_REID_FOLDER_NAME = "DukeMTMC-reID"
 DUKEMTMC_REID_DOWNLOAD_HINT = (
@@ -66,7 +66,7 @@ def load_dukemtmc_reid(
         FileNotFoundError: The dataset folder is not found.
         ValueError: A split has no usable image.
     """
-    dataset_dir = records.find_dataset_dir(
+    dataset_dir = scanning.find_dataset_dir(
         root_folder_path,
         dataset_name="DukeMTMC_reID",
         candidate_relative_dirs=(DUKEMTMC_REID_FOLDER_NAME,),

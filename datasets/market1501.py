@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 
-from datasets import records
+from datasets import records, scanning
 
 MARKET1501_FOLDER_NAME = "Market-1501-v15.09.15"
 MARKET1501_SPLIT_FOLDER_NAMES = {
@@ -89,7 +89,7 @@ def load_market1501_layout(
     splits = {}
     messages: list[str] = []
     for split_name, folder_name in MARKET1501_SPLIT_FOLDER_NAMES.items():
-        split_records, split_messages = records.scan_image_folder(
+        split_records, split_messages = scanning.scan_image_folder(
             os.path.join(dataset_dir, folder_name),
             parse_file_name,
             dataset_name=dataset_name,
@@ -123,7 +123,7 @@ def load_market1501(root_folder_path: str, *, verify_images: bool = False) -> re
         FileNotFoundError: The dataset folder is not found.
         ValueError: A split has no usable image.
     """
-    dataset_dir = records.find_dataset_dir(
+    dataset_dir = scanning.find_dataset_dir(
         root_folder_path,
         dataset_name="Market1501",
         candidate_relative_dirs=(MARKET1501_FOLDER_NAME,),

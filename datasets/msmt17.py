@@ -17,7 +17,7 @@ import re
 import pandas as pd
 from absl import logging
 
-from datasets import records
+from datasets import image_files, records, scanning
 
 MSMT17_LAYOUTS = {
     # folder name -> (training image folder, test image folder)
@@ -120,12 +120,12 @@ def _read_split(
                 candidates.append((image_file_path, identity_ID, camera_ID))
     messages = []
     if bad_lines:
-        message = records.format_skip_message(
+        message = image_files.format_skip_message(
             "MSMT17", split_name, "list line does not parse", bad_lines
         )
         logging.warning(message)
         messages.append(message)
-    split_records, usable_messages = records.filter_usable_images(
+    split_records, usable_messages = scanning.filter_usable_images(
         candidates, dataset_name="MSMT17", split_name=split_name, verify_images=verify_images
     )
     return split_records, messages + usable_messages
@@ -149,7 +149,7 @@ def load_msmt17(root_folder_path: str, *, verify_images: bool = False) -> record
     errors = []
     for folder_name, (train_folder_name, test_folder_name) in MSMT17_LAYOUTS.items():
         try:
-            dataset_dir = records.find_dataset_dir(
+            dataset_dir = scanning.find_dataset_dir(
                 root_folder_path,
                 dataset_name="MSMT17",
                 candidate_relative_dirs=(folder_name,),

@@ -380,7 +380,7 @@ def test_empty_split_is_an_error(tmp_path):
 
 
 def test_skip_message_names_only_the_first_few():
-    message = datasets.records.format_skip_message(
+    message = image_files.format_skip_message(
         "D", "train", "why", [f"f{index}.jpg" for index in range(10)]
     )
     assert message == "D train: skipped 10 images (why): f0.jpg, f1.jpg, f2.jpg, ..."
