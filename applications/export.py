@@ -1,0 +1,254 @@
+"""Export of the inference model for serving: a SavedModel and an ONNX file, checked for parity.
+
+The exported graph takes what a camera pipeline has: a batch of uint8 RGB images of any
+(common) size, `images` uint8 (N, H, W, 3). Inside, it resizes them bilinearly to the training
+size and rounds to uint8, exactly as the evaluation pipeline does, optionally averages each
+embedding with that of the mirrored image (`use_horizontal_flipping`), and returns
+`embeddings` float32 (N, D), not L2-normalised: compare them by cosine distance.
+
+    export_folder_path/
+        saved_model/        TF Serving / tf.saved_model.load, signature "serving_default"
+        model.onnx          onnxruntime (converted by tf2onnx, weights frozen in)
+        export_config.json  input/output names, image size, flip setting, parity results
+
+After writing both, `export_inference_model` runs the same batch of real images through
+onnxruntime, through the reloaded SavedModel and through the TensorFlow function they were made
+from, and requires the largest absolute difference of each to be at most `tolerance` (1e-4).
+"""
+
+import json
+import os
+
+import cv2
+import numpy as np
+from absl import logging
+
+from applications.backend import tf
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
+SAVED_MODEL_FOLDER_NAME = "saved_model"
+ONNX_FILE_NAME = "model.onnx"
+EXPORT_CONFIG_FILE_NAME = "export_config.json"
+DEFAULT_ONNX_OPSET = 17
+DEFAULT_TOLERANCE = 1e-4
+DEFAULT_NUM_PARITY_IMAGES = 16
+
+
+class ExportParityError(RuntimeError):
+    """An exported model's embeddings differ from TensorFlow's by more than the tolerance."""
+
+
+class ServingModule(tf.Module):
+    """The serving signature around an inference model (tracks its variables for saving).
+
+    Args:
+        inference_model: keras model, uint8/float images (B, image_height, image_width, 3) in
+            [0, 255] -> float32 embeddings (B, D).
+        image_height: int, the model's input height.
+        image_width: int, the model's input width.
+        use_horizontal_flipping: bool, average each embedding with the mirrored image's.
+    """
+
+    def __init__(self, inference_model, image_height, image_width, use_horizontal_flipping):
+        super().__init__(name="flipreid_serving")
+        self.inference_model = inference_model
+        self.image_height = int(image_height)
+        self.image_width = int(image_width)
+        self.use_horizontal_flipping = bool(use_horizontal_flipping)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
+    def serve(self, images):
+        """uint8 RGB (N, H, W, 3) of any H, W -> {"embeddings": float32 (N, D)}."""
+        resized = tf.image.resize(
+            tf.cast(images, tf.float32), [self.image_height, self.image_width], method="bilinear"
+        )
+        # Rounded to uint8 as datasets.pipeline.decode_and_resize does, so served embeddings
+        # equal the ones evaluated during training.
+        resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        if not self.use_horizontal_flipping:
+            embeddings = self.inference_model(resized, training=False)
+        else:
+            both = tf.concat([resized, tf.image.flip_left_right(resized)], axis=0)
+            original, flipped = tf.split(self.inference_model(both, training=False), 2, axis=0)
+            embeddings = (original + flipped) / 2
+        return {OUTPUT_NAME: tf.cast(embeddings, tf.float32)}
+
+
+def read_parity_images(image_file_paths, num_images=DEFAULT_NUM_PARITY_IMAGES):
+    """A batch of real images for the parity check: the most common size among the readable ones.
+
+    Args:
+        image_file_paths: str paths (e.g. the query images).
+        num_images: int, the most images to return.
+
+    Returns:
+        uint8 RGB (n, H, W, 3), n <= num_images, at the images' own size (no resizing, so the
+        exported graph's resize is part of what is checked).
+
+    Raises:
+        ValueError: no image could be read.
+    """
+    by_shape = {}
+    for path in image_file_paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        by_shape.setdefault(image.shape, []).append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if len(by_shape[image.shape]) >= num_images:
+            break
+    if not by_shape:
+        raise ValueError("None of the images given for the export parity check could be read.")
+    return np.stack(max(by_shape.values(), key=len)[:num_images])
+
+
+def _max_abs_difference(a, b):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if a.shape != b.shape:
+        raise ExportParityError(
+            f"Exported output shape {a.shape} differs from TensorFlow's {b.shape}."
+        )
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def run_onnx_model(onnx_file_path, images):
+    """Embeddings of uint8 RGB images (N, H, W, 3) from an exported model.onnx, float32 (N, D)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_file_path, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(images, np.uint8)})[0]
+
+
+def run_saved_model(saved_model_folder_path, images):
+    """Embeddings of uint8 RGB images (N, H, W, 3) from an exported SavedModel, float32 (N, D)."""
+    loaded = tf.saved_model.load(saved_model_folder_path)
+    outputs = loaded.signatures["serving_default"](**{INPUT_NAME: tf.constant(images, tf.uint8)})
+    return outputs[OUTPUT_NAME].numpy()
+
+
+def export_inference_model(
+    inference_model,
+    export_folder_path,
+    *,
+    image_height,
+    image_width,
+    use_horizontal_flipping=True,
+    parity_images,
+    opset=DEFAULT_ONNX_OPSET,
+    tolerance=DEFAULT_TOLERANCE,
+):
+    """Writes the SavedModel and ONNX exports and checks both against TensorFlow.
+
+    Args:
+        inference_model: keras model, images (B, image_height, image_width, 3) -> (B, D).
+        export_folder_path: str, created; it must not already hold an export.
+        image_height: int, the model's input height.
+        image_width: int, the model's input width.
+        use_horizontal_flipping: bool, put flip averaging in the exported graph.
+        parity_images: uint8 RGB (N, H, W, 3), any H and W: real images for the parity check
+            (see read_parity_images).
+        opset: int, ONNX opset of the conversion.
+        tolerance: float, the largest allowed absolute difference of any embedding value.
+
+    Returns:
+        dict: saved_model_folder_path, onnx_file_path, export_config_file_path,
+        onnx_max_abs_difference, saved_model_max_abs_difference, num_parity_images.
+
+    Raises:
+        FileExistsError: the folder already holds an export (nothing is overwritten).
+        ExportParityError: a difference exceeds the tolerance (the files stay for inspection).
+    """
+    import tf2onnx
+
+    saved_model_folder_path = os.path.join(export_folder_path, SAVED_MODEL_FOLDER_NAME)
+    onnx_file_path = os.path.join(export_folder_path, ONNX_FILE_NAME)
+    config_file_path = os.path.join(export_folder_path, EXPORT_CONFIG_FILE_NAME)
+    for path in (saved_model_folder_path, onnx_file_path, config_file_path):
+        if os.path.exists(path):
+            raise FileExistsError(
+                f"{path} already exists and is left untouched; choose another export folder."
+            )
+    parity_images = np.asarray(parity_images)
+    if parity_images.ndim != 4 or parity_images.shape[-1] != 3 or parity_images.dtype != np.uint8:
+        raise ValueError(
+            "parity_images must be uint8 RGB images (N, H, W, 3), got "
+            f"{parity_images.dtype} {parity_images.shape}."
+        )
+    os.makedirs(export_folder_path, exist_ok=True)
+    module = ServingModule(inference_model, image_height, image_width, use_horizontal_flipping)
+    reference = module.serve(tf.constant(parity_images))[OUTPUT_NAME].numpy()
+
+    logging.info("Writing the SavedModel to %s", saved_model_folder_path)
+    tf.saved_model.save(
+        module, saved_model_folder_path, signatures={"serving_default": module.serve}
+    )
+    logging.info("Converting to ONNX (opset %d): %s", opset, onnx_file_path)
+    tf2onnx.convert.from_function(
+        module.serve,
+        input_signature=module.serve.input_signature,
+        opset=opset,
+        output_path=onnx_file_path,
+    )
+
+    onnx_difference = _max_abs_difference(run_onnx_model(onnx_file_path, parity_images), reference)
+    saved_model_difference = _max_abs_difference(
+        run_saved_model(saved_model_folder_path, parity_images), reference
+    )
+    summary = {
+        "saved_model_folder_path": saved_model_folder_path,
+        "onnx_file_path": onnx_file_path,
+        "export_config_file_path": config_file_path,
+        "onnx_max_abs_difference": onnx_difference,
+        "saved_model_max_abs_difference": saved_model_difference,
+        "num_parity_images": int(parity_images.shape[0]),
+    }
+    with open(config_file_path, "w") as file:
+        json.dump(
+            {
+                "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, None, None, 3]},
+                "output": {
+                    "name": OUTPUT_NAME,
+                    "dtype": "float32",
+                    "shape": [None, int(reference.shape[1])],
+                },
+                "image_height": int(image_height),
+                "image_width": int(image_width),
+                "use_horizontal_flipping": bool(use_horizontal_flipping),
+                "onnx_opset": int(opset),
+                "parity": {
+                    "num_images": summary["num_parity_images"],
+                    "image_size": list(parity_images.shape[1:3]),
+                    "onnx_max_abs_difference": onnx_difference,
+                    "saved_model_max_abs_difference": saved_model_difference,
+                    "tolerance": tolerance,
+                },
+            },
+            file,
+            indent=2,
+        )
+    failures = [
+        f"{name} differs from TensorFlow by up to {difference:.3g}"
+        for name, difference in (("ONNX", onnx_difference), ("SavedModel", saved_model_difference))
+        if not difference <= tolerance
+    ]
+    if failures:
+        raise ExportParityError(
+            f"Export parity check failed: {'; '.join(failures)} (tolerance {tolerance:g}, "
+            f"{summary['num_parity_images']} images). The files in {export_folder_path} are kept "
+            "for inspection; do not serve them."
+        )
+    return summary
+
+
+def format_export_summary(summary):
+    """The export summary as lines for stdout."""
+    return "\n".join(
+        [
+            f"Exported the inference model to {os.path.dirname(summary['onnx_file_path'])}:",
+            f"  SavedModel: {summary['saved_model_folder_path']}",
+            f"  ONNX:       {summary['onnx_file_path']}",
+            f"  Parity on {summary['num_parity_images']} images, max abs difference vs "
+            f"TensorFlow: onnxruntime {summary['onnx_max_abs_difference']:.2e}, reloaded "
+            f"SavedModel {summary['saved_model_max_abs_difference']:.2e}",
+        ]
+    )
