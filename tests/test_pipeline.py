@@ -1,9 +1,12 @@
 """Tests of the tf.data training and testing pipelines on tiny images written with cv2."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
 
+import datasets
 from applications.backend import tf
 from datasets.augmentation import IMAGENET_MEAN_RGB
 from datasets.image_files import SkippedImageLog
@@ -13,6 +16,7 @@ from datasets.pipeline import (
     build_training_dataset,
     decode_and_resize,
 )
+from tests import dataset_fixtures
 from tests.dataset_fixtures import BAD_IMAGE_KINDS, write_bad_image_file
 
 HEIGHT, WIDTH = 16, 8
@@ -353,3 +357,62 @@ def test_num_workers_changes_parallelism_not_batches(constant_colour_files):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="num_workers"):
             build_training_dataset(paths, labels, num_workers=bad, **kwargs)
+
+
+def test_planted_faults_from_load_to_batches(tmp_path):
+    """The planted-fault set: each fault is skipped and counted at load or in the pipelines."""
+    dataset_dir = dataset_fixtures.write_market1501(str(tmp_path))
+    train_dir = os.path.join(dataset_dir, "bounding_box_train")
+    gallery_dir = os.path.join(dataset_dir, "bounding_box_test")
+    planted = {
+        os.path.join(gallery_dir, "0001_c4s1_000001_00.jpg"): "header_only_jpeg",
+        os.path.join(gallery_dir, "0003_c5s1_000002_00.jpg"): "corrupt_jpeg",
+        os.path.join(train_dir, "0002_c3s1_000001_00.jpg"): "text_file",
+        os.path.join(train_dir, "0007_c4s1_000001_00.jpg"): "truncated_jpeg",
+        os.path.join(train_dir, "0010_c3s1_000001_00.jpg"): "empty",
+        os.path.join(train_dir, "0002_c4s1_000002_00.png"): "corrupt_png",
+        os.path.join(train_dir, "0007_c5s1_000002_00.jpg"): "corrupt_jpeg",
+    }
+    for path, kind in planted.items():
+        dataset_fixtures.write_bad_image_file(path, kind)
+    dataset = datasets.load_dataset("Market1501", str(tmp_path))
+    skipped_at_load = [m for m in dataset.messages if "skipped" in m]
+    assert len(skipped_at_load) == 4  # empty, not an image, truncated (train), truncated (gallery)
+
+    training_log = SkippedImageLog("Market1501 train")
+    training = build_training_dataset(
+        dataset.train["image_file_path"],
+        dataset.label_encoder.transform(dataset.train["identity_ID"]),
+        identity_num_per_batch=3,
+        image_num_per_identity=2,
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        skipped_images=training_log,
+    )
+    for images, batch_labels in training.take(8):
+        rows = batch_labels.numpy().reshape(3, 2)
+        assert images.shape == (6, HEIGHT, WIDTH, 3)
+        assert (rows == rows[:, :1]).all() and len(set(rows[:, 0])) == 3
+    assert sorted(os.path.basename(path) for path in training_log.skipped_file_paths) == [
+        "0002_c4s1_000002_00.png",
+        "0007_c5s1_000002_00.jpg",
+    ]
+
+    gallery_log = SkippedImageLog("Market1501 gallery")
+    gallery_paths = dataset.gallery["image_file_path"].tolist()
+    batches = list(
+        build_testing_dataset(
+            gallery_paths,
+            image_height=HEIGHT,
+            image_width=WIDTH,
+            batch_size=4,
+            return_positions=True,
+            skipped_images=gallery_log,
+        )
+    )
+    positions = np.concatenate([positions.numpy() for _, positions in batches])
+    corrupt_row = gallery_paths.index(os.path.join(gallery_dir, "0003_c5s1_000002_00.jpg"))
+    assert positions.tolist() == [row for row in range(len(gallery_paths)) if row != corrupt_row]
+    assert gallery_log.messages() == [
+        "Market1501 gallery: skipped 1 image (image undecodable): 0003_c5s1_000002_00.jpg"
+    ]
