@@ -28,7 +28,8 @@ class Registry(dict):
         """Initialises the registry.
 
         Args:
-            argument_name: str, the argument or flag the names are given as (used in errors).
+            argument_name: str, what the names are, as the error should say it: the argument
+                or flag name ("pooling_mode") or a plain phrase ("distance metric").
             entries: mapping or iterable of (name, builder) pairs, in the order to list them.
         """
         super().__init__(entries)

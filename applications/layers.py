@@ -5,6 +5,7 @@ embeddings keep full precision and GeM's power stays exact under mixed_bfloat16.
 """
 
 from applications.backend import keras, tf
+from registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,11 +121,14 @@ def _gem_pooling(name, gem_initial_power=3.0):
     return GlobalGeMPooling2D(initial_power=gem_initial_power, name=name)
 
 
-POOLING_LAYER_BUILDERS = {
-    "Average": _average_pooling,
-    "Max": _max_pooling,
-    "GeM": _gem_pooling,
-}
+POOLING_LAYER_BUILDERS = Registry(
+    "pooling_mode",
+    {
+        "Average": _average_pooling,
+        "Max": _max_pooling,
+        "GeM": _gem_pooling,
+    },
+)
 
 
 def build_pooling_layer(pooling_mode, name=None, gem_initial_power=3.0):
@@ -142,10 +146,4 @@ def build_pooling_layer(pooling_mode, name=None, gem_initial_power=3.0):
     Raises:
         ValueError: unknown pooling_mode.
     """
-    if pooling_mode not in POOLING_LAYER_BUILDERS:
-        raise ValueError(
-            "Unknown pooling_mode {!r}; valid modes are: {}.".format(
-                pooling_mode, ", ".join(POOLING_LAYER_BUILDERS)
-            )
-        )
     return POOLING_LAYER_BUILDERS[pooling_mode](name, gem_initial_power=gem_initial_power)

@@ -8,6 +8,8 @@ whole run.
 import functools
 import math
 
+from registry import Registry
+
 
 def constant_learning_rate(epoch_index, *, learning_rate_start, **_):
     """learning_rate_start at every epoch (learning_rate_end must equal it)."""
@@ -112,15 +114,18 @@ def staircase_learning_rate(
     return learning_rate_base * staircase_decay_factor**drop_count
 
 
-LEARNING_RATE_FUNCTIONS = {
-    "constant": constant_learning_rate,
-    "linear": linear_learning_rate,
-    "cosine": cosine_learning_rate,
-    "warmup": warmup_learning_rate,
-    "default": default_learning_rate,
-    "exponential": exponential_learning_rate,
-    "staircase": staircase_learning_rate,
-}
+LEARNING_RATE_FUNCTIONS = Registry(
+    "learning_rate_mode",
+    {
+        "constant": constant_learning_rate,
+        "linear": linear_learning_rate,
+        "cosine": cosine_learning_rate,
+        "warmup": warmup_learning_rate,
+        "default": default_learning_rate,
+        "exponential": exponential_learning_rate,
+        "staircase": staircase_learning_rate,
+    },
+)
 
 
 def _validate(mode, settings):
@@ -232,12 +237,7 @@ def build_learning_rate_function(
     Raises:
         ValueError: unknown mode or inconsistent settings.
     """
-    if learning_rate_mode not in LEARNING_RATE_FUNCTIONS:
-        raise ValueError(
-            "Unknown learning_rate_mode {!r}; valid modes are: {}.".format(
-                learning_rate_mode, ", ".join(LEARNING_RATE_FUNCTIONS)
-            )
-        )
+    rule = LEARNING_RATE_FUNCTIONS[learning_rate_mode]  # an unknown mode lists the valid ones
     settings = dict(
         epoch_num=epoch_num,
         learning_rate_start=learning_rate_start,
@@ -253,7 +253,7 @@ def build_learning_rate_function(
     _validate(learning_rate_mode, settings)
     return functools.partial(
         _bounded,
-        rule=LEARNING_RATE_FUNCTIONS[learning_rate_mode],
+        rule=rule,
         learning_rate_lower_bound=learning_rate_lower_bound,
         **settings,
     )

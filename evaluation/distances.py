@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from registry import Registry
+
 DEFAULT_BLOCK_SIZE = 1024
 _EPSILON = 1e-12
 
@@ -94,15 +96,18 @@ def _euclidean_row_pairs(rows_a, rows_b):
     return np.sqrt(_squared_euclidean_row_pairs(rows_a, rows_b))
 
 
-DISTANCE_METRICS = {
-    "cosine": DistanceMetric(_prepare_normalised, _cosine_pairwise, _cosine_row_pairs),
-    "euclidean": DistanceMetric(
-        _prepare_with_squared_norms, _euclidean_pairwise, _euclidean_row_pairs
-    ),
-    "squared_euclidean": DistanceMetric(
-        _prepare_with_squared_norms, _squared_euclidean_pairwise, _squared_euclidean_row_pairs
-    ),
-}
+DISTANCE_METRICS = Registry(
+    "distance metric",
+    {
+        "cosine": DistanceMetric(_prepare_normalised, _cosine_pairwise, _cosine_row_pairs),
+        "euclidean": DistanceMetric(
+            _prepare_with_squared_norms, _euclidean_pairwise, _euclidean_row_pairs
+        ),
+        "squared_euclidean": DistanceMetric(
+            _prepare_with_squared_norms, _squared_euclidean_pairwise, _squared_euclidean_row_pairs
+        ),
+    },
+)
 
 
 def get_distance_metric(metric):
@@ -117,12 +122,7 @@ def get_distance_metric(metric):
     Raises:
         ValueError: unknown name; the message lists the valid names.
     """
-    try:
-        return DISTANCE_METRICS[metric]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown distance metric {metric!r}; valid names: {sorted(DISTANCE_METRICS)}."
-        ) from None
+    return DISTANCE_METRICS[metric]
 
 
 def _check_block_size(block_size):

@@ -13,6 +13,9 @@ Protocols (``cmc_config``), named after open-reid's ``cmc()`` switches as Aligne
   over 10 draws from a seeded generator (separate_camera_set=True, single_gallery_shot=True,
   first_match_break=False).
 
+Any other ``CMCConfig`` may be passed instead of a name; every combination of the switches
+follows open-reid except single_gallery_shot with first_match_break, which is refused.
+
 mAP and mINP use the standard (market1501) removal in every protocol, as AlignedReID does:
 AP is the mean of the precision at each correct match; INP is num_matches / (1-based rank of
 the last correct match). Queries left with no correct match (no gallery image of their
@@ -30,27 +33,49 @@ import dataclasses
 
 import numpy as np
 
+from registry import Registry
+
 
 @dataclasses.dataclass(frozen=True)
 class CMCConfig:
-    """open-reid's three switches of ``cmc()``."""
+    """open-reid's three switches of ``cmc()``.
+
+    Attributes:
+        separate_camera_set: bool, remove every gallery image of the query's camera (not only
+            those of its identity) before ranking.
+        single_gallery_shot: bool, draw one gallery image per identity, repeatedly.
+        first_match_break: bool, count only the first correct match (else every correct match
+            adds 1 / num_matches).
+    """
 
     separate_camera_set: bool
     single_gallery_shot: bool
     first_match_break: bool
 
+    def __post_init__(self):
+        if self.single_gallery_shot and self.first_match_break:
+            # open-reid would add a whole hit per draw, so its curve would climb to the number
+            # of draws; no protocol uses this combination.
+            raise ValueError(
+                "CMCConfig: single_gallery_shot needs first_match_break=False (one correct match "
+                "is drawn per query, so there is nothing to break on)."
+            )
 
-CMC_CONFIGS = {
-    "market1501": CMCConfig(
-        separate_camera_set=False, single_gallery_shot=False, first_match_break=True
-    ),
-    "cuhk03": CMCConfig(
-        separate_camera_set=True, single_gallery_shot=True, first_match_break=False
-    ),
-    "allshots": CMCConfig(
-        separate_camera_set=False, single_gallery_shot=False, first_match_break=False
-    ),
-}
+
+CMC_CONFIGS = Registry(
+    "cmc_config",
+    {
+        "market1501": CMCConfig(
+            separate_camera_set=False, single_gallery_shot=False, first_match_break=True
+        ),
+        "cuhk03": CMCConfig(
+            separate_camera_set=True, single_gallery_shot=True, first_match_break=False
+        ),
+        "allshots": CMCConfig(
+            separate_camera_set=False, single_gallery_shot=False, first_match_break=False
+        ),
+    },
+)
 
 NUM_SINGLE_SHOT_REPEATS = 10
 
@@ -96,7 +121,7 @@ def get_cmc_config(cmc_config):
     """Looks a CMC protocol up.
 
     Args:
-        cmc_config: str, one of CMC_CONFIGS.
+        cmc_config: str, one of CMC_CONFIGS, or a CMCConfig (returned as it is).
 
     Returns:
         CMCConfig.
@@ -104,12 +129,9 @@ def get_cmc_config(cmc_config):
     Raises:
         ValueError: unknown name; the message lists the valid names.
     """
-    try:
-        return CMC_CONFIGS[cmc_config]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown cmc_config {cmc_config!r}; valid names: {sorted(CMC_CONFIGS)}."
-        ) from None
+    if isinstance(cmc_config, CMCConfig):
+        return cmc_config
+    return CMC_CONFIGS[cmc_config]
 
 
 def all_finite(matrix, block_elements=1 << 22):
@@ -191,11 +213,12 @@ def _same_identity_pairs(q_pids, g_pids):
     return query_index, gallery_index
 
 
-def compute_positive_ranks(distmat, q_pids, g_pids, q_camids, g_camids):
+def compute_positive_ranks(distmat, q_pids, g_pids, q_camids, g_camids, separate_camera_set=False):
     """Ranks every correct match among the gallery items the market1501 protocol keeps.
 
     A correct match of a query is a gallery item with its identity and another camera; items
-    with its identity and its camera are removed. The rank of a correct match is the number of
+    with its identity and its camera are removed (with ``separate_camera_set``, every item of
+    its camera). The rank of a correct match is the number of
     kept items closer to the query, plus the kept items at the same distance earlier in the
     gallery (stable order). Only items no farther than the query's farthest correct match can
     come before one, so each row is filtered by that threshold before anything is sorted.
@@ -206,6 +229,7 @@ def compute_positive_ranks(distmat, q_pids, g_pids, q_camids, g_camids):
         g_pids: array (num_gallery,).
         q_camids: array (num_query,).
         g_camids: array (num_gallery,).
+        separate_camera_set: bool, also remove the other identities seen by the query's camera.
 
     Returns:
         PositiveRanks.
@@ -227,6 +251,8 @@ def compute_positive_ranks(distmat, q_pids, g_pids, q_camids, g_camids):
         match_distances = row[match_columns]
         keep = row <= match_distances.max()
         keep[junk_gallery[junk_bounds[query] : junk_bounds[query + 1]]] = False
+        if separate_camera_set:
+            keep &= g_camids != q_camids[query]
         candidate_distances = np.sort(row[keep])
         num_closer = np.searchsorted(candidate_distances, match_distances, side="left")
         num_tied = np.searchsorted(candidate_distances, match_distances, side="right") - num_closer
@@ -273,11 +299,14 @@ def _allshots_cmc(positive_ranks, max_rank, num_valid):
     return np.cumsum(accumulated) / num_valid
 
 
-def _cuhk03_cmc(distmat, q_pids, g_pids, q_camids, g_camids, valid_queries, max_rank, seed):
-    """open-reid's single-gallery-shot CMC on separate camera sets.
+def _single_gallery_shot_cmc(
+    distmat, q_pids, g_pids, q_camids, g_camids, valid_queries, max_rank, seed, separate_camera_set
+):
+    """open-reid's single-gallery-shot CMC (the cuhk03 protocol uses separate camera sets).
 
     For each valid query (in query order) the gallery is sorted stably, the query's camera is
-    removed, and NUM_SINGLE_SHOT_REPEATS times one image per identity is drawn uniformly
+    removed (without ``separate_camera_set`` only the query's identity in its camera), and
+    NUM_SINGLE_SHOT_REPEATS times one image per identity is drawn uniformly
     (identities in order of first appearance in the ranking, one ``randint`` per identity from a
     ``np.random.RandomState(seed)`` shared by all queries, which reproduces open-reid's
     ``np.random.choice`` stream); the sampled correct match adds 1/repeats at its position
@@ -288,7 +317,11 @@ def _cuhk03_cmc(distmat, q_pids, g_pids, q_camids, g_camids, valid_queries, max_
     delta = 1.0 / NUM_SINGLE_SHOT_REPEATS
     for query in valid_queries:
         order = np.argsort(distmat[query], kind="stable")
-        order = order[g_camids[order] != q_camids[query]]
+        same_camera = g_camids[order] == q_camids[query]
+        if separate_camera_set:
+            order = order[~same_camera]
+        else:
+            order = order[~(same_camera & (g_pids[order] == q_pids[query]))]
         ranked_pids = g_pids[order]
         _, first_position, inverse = np.unique(ranked_pids, return_index=True, return_inverse=True)
         appearance = np.empty_like(first_position)
@@ -329,7 +362,7 @@ def evaluate_ranking(
         g_camids: int array (num_gallery,), gallery cameras.
         max_rank: int >= 1, length of the CMC curve (padded with its last value beyond what
             the gallery can rank).
-        cmc_config: str, one of CMC_CONFIGS.
+        cmc_config: str, one of CMC_CONFIGS, or a CMCConfig.
         seed: int, seed of the single-gallery-shot draws (cuhk03 only).
 
     Returns:
@@ -353,13 +386,28 @@ def evaluate_ranking(
         )
     average_precision, inverse_negative_penalty = _average_precision_and_inp(positive_ranks)
     if config.single_gallery_shot:
-        cmc = _cuhk03_cmc(
-            distmat, q_pids, g_pids, q_camids, g_camids, valid_queries, max_rank, seed
+        cmc = _single_gallery_shot_cmc(
+            distmat,
+            q_pids,
+            g_pids,
+            q_camids,
+            g_camids,
+            valid_queries,
+            max_rank,
+            seed,
+            config.separate_camera_set,
         )
-    elif config.first_match_break:
-        cmc = _market1501_cmc(positive_ranks, max_rank, num_valid)
     else:
-        cmc = _allshots_cmc(positive_ranks, max_rank, num_valid)
+        # mAP and mINP keep the market1501 removal; only the CMC sees separate camera sets.
+        cmc_ranks = positive_ranks
+        if config.separate_camera_set:
+            cmc_ranks = compute_positive_ranks(
+                distmat, q_pids, g_pids, q_camids, g_camids, separate_camera_set=True
+            )
+        if config.first_match_break:
+            cmc = _market1501_cmc(cmc_ranks, max_rank, num_valid)
+        else:
+            cmc = _allshots_cmc(cmc_ranks, max_rank, num_valid)
     return RankingResult(
         cmc=cmc,
         mAP=float(np.mean(average_precision)),
@@ -381,7 +429,7 @@ def compute_CMC_mAP(
         q_camids: int array (num_query,).
         g_camids: int array (num_gallery,).
         max_rank: int >= 1, length of the CMC curve.
-        cmc_config: str, one of CMC_CONFIGS.
+        cmc_config: str, one of CMC_CONFIGS, or a CMCConfig.
 
     Returns:
         (cmc, mAP): float64 array (max_rank,) with cmc[0] the rank-1 accuracy, and float; both

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evaluation.metrics import CMC_CONFIGS, compute_CMC_mAP, evaluate_ranking
+from evaluation.metrics import CMC_CONFIGS, CMCConfig, compute_CMC_mAP, evaluate_ranking
 from evaluation.reference import reference_market1501, reference_open_reid_cmc
 
 
@@ -142,6 +142,33 @@ def test_cmc_configs_match_open_reid_transcription(cmc_config):
         )
         result = evaluate_ranking(*case, max_rank=max_rank, cmc_config=cmc_config, seed=0)
         np.testing.assert_allclose(result.cmc, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "separate_camera_set, single_gallery_shot, first_match_break",
+    [(True, False, True), (True, False, False), (False, True, False)],
+)
+def test_every_switch_of_a_custom_config_matches_open_reid(
+    separate_camera_set, single_gallery_shot, first_match_break
+):
+    # The three combinations no named protocol uses: each switch is read, not just stored.
+    config = CMCConfig(separate_camera_set, single_gallery_shot, first_match_break)
+    for case, max_rank in _random_cases(80):
+        expected = reference_open_reid_cmc(
+            *case,
+            topk=max_rank,
+            separate_camera_set=separate_camera_set,
+            single_gallery_shot=single_gallery_shot,
+            first_match_break=first_match_break,
+            random_state=np.random.RandomState(0),
+        )
+        result = evaluate_ranking(*case, max_rank=max_rank, cmc_config=config, seed=0)
+        np.testing.assert_allclose(result.cmc, expected, rtol=0, atol=1e-12)
+
+
+def test_single_gallery_shot_with_first_match_break_is_refused():
+    with pytest.raises(ValueError, match="first_match_break"):
+        CMCConfig(separate_camera_set=True, single_gallery_shot=True, first_match_break=True)
 
 
 def test_mean_ap_is_the_same_for_every_config():
