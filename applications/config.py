@@ -273,6 +273,23 @@ class ModelConfig(_Group):
         "FlipReID's flag defaults to off; its published results use it.",
     )
 
+    use_local_branch: bool = option(
+        False,
+        "AlignedReID's local branch on the global branch's feature map: mean over the width, 1x1 "
+        "convolution, batch normalisation and ReLU give one feature per row; trained with the "
+        "local triplet loss on the aligned distance, and evaluated as AlignedReID's six rows "
+        "(global, local, global_local, each also re-ranked).",
+    )
+    local_feature_dim: int = option(
+        128, "Channels of each local (row) feature (AlignedReID: 128).", lower_bound=1
+    )
+    model_num: int = option(
+        1,
+        "Models trained jointly by deep mutual learning (AlignedReID --num_models); each is "
+        "evaluated and saved on its own in model_<i>/.",
+        lower_bound=1,
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class LossesConfig(_Group):
@@ -293,6 +310,42 @@ class LossesConfig(_Group):
         1.0, "Weight of the softmax ID loss.", lower_bound=0.0
     )
     flipping_loss_weight: float = option(1.0, "Weight of the flipping loss.", lower_bound=0.0)
+
+    local_triplet_loss_weight: float = option(
+        1.0,
+        "With --use_local_branch: weight of the local triplet loss (AlignedReID -llw).",
+        lower_bound=0.0,
+    )
+    local_triplet_margin: float | None = option(
+        None,
+        "With --use_local_branch: hinge margin of the local triplet loss (AlignedReID: 0.3); "
+        "unset means the soft margin.",
+    )
+    local_distance_own_hard_samples: bool = option(
+        False,
+        "Mine the local triplet loss's hard samples from the local distance instead of the global "
+        "one (AlignedReID --local_dist_own_hard_sample).",
+    )
+    normalize_feature: bool = option(
+        False,
+        "L2-normalise the embeddings and each local stripe before the triplet distances and the "
+        "local evaluation distance (AlignedReID --normalize_feature).",
+    )
+    probability_mutual_loss_weight: float = option(
+        1.0,
+        "With --model_num > 1: weight of the KL mutual loss (AlignedReID -pmlw).",
+        lower_bound=0.0,
+    )
+    global_distance_mutual_loss_weight: float = option(
+        1.0,
+        "With --model_num > 1: weight of the global-distance mutual loss (AlignedReID -gdmlw).",
+        lower_bound=0.0,
+    )
+    local_distance_mutual_loss_weight: float = option(
+        0.0,
+        "With --model_num > 1: weight of the local-distance mutual loss (AlignedReID -ldmlw).",
+        lower_bound=0.0,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,6 +384,30 @@ class TrainingConfig(_Group):
     learning_rate_steady_epochs: int = option(30, "Epochs between two drops in the default mode.")
     learning_rate_drop_factor: float = option(10.0, "Divisor applied at each drop.")
     learning_rate_lower_bound: float = option(2e-6, "Lowest learning rate.")
+    exponential_decay_start_epoch: int = option(
+        76,
+        "Exponential mode: 1-based epoch s from which the rate is base * 0.001 ** ((e + 1 - s) / "
+        "(epoch_num + 1 - s)) (AlignedReID --exp_decay_at_epoch).",
+        lower_bound=1,
+    )
+    staircase_decay_epochs: tuple[str, ...] = option(
+        ("101", "201"),
+        "Staircase mode: increasing 1-based epochs at whose start the rate is multiplied by "
+        "--staircase_decay_factor (AlignedReID --staircase_decay_at_epochs).",
+        rule=(
+            lambda value: (
+                all(item.strip().isdigit() and int(item) >= 1 for item in value)
+                and [int(item) for item in value] == sorted({int(item) for item in value})
+            ),
+            "must be increasing whole numbers >= 1, e.g. 101,201",
+        ),
+    )
+    staircase_decay_factor: float = option(
+        0.1,
+        "Staircase mode: multiplier at each listed epoch (AlignedReID "
+        "--staircase_decay_multiply_factor).",
+        rule=(lambda value: 0 < value <= 1, "must be in (0, 1]"),
+    )
     use_data_augmentation_in_training: bool = option(
         True,
         "Random padding and crop, horizontal flip, grayscale patch replacement, random erasing.",
@@ -435,6 +512,23 @@ CROSS_FIELD_RULES = (
         lambda v: not v["evaluation_only"] or v["testing_size"] != 0,
         "--evaluation_only evaluates on the test set, which --testing_size 0 turns off: pass a "
         "--testing_size above 0.",
+    ),
+    CrossFieldRule(
+        ("model_num", "evaluation_only", "pretrained_model_file_path"),
+        lambda v: (
+            v["model_num"] == 1 or not (v["evaluation_only"] or v["pretrained_model_file_path"])
+        ),
+        "--model_num above 1 trains new models jointly; to evaluate or start from saved weights, "
+        "pass one model's file (e.g. outputs/<run>/model_1/training_model.h5) with --model_num 1.",
+    ),
+    CrossFieldRule(
+        ("learning_rate_mode", "epoch_num", "exponential_decay_start_epoch"),
+        lambda v: (
+            v["learning_rate_mode"] != "exponential"
+            or v["epoch_num"] >= v["exponential_decay_start_epoch"]
+        ),
+        "--learning_rate_mode exponential needs --epoch_num at least "
+        "--exponential_decay_start_epoch (AlignedReID: 150 and 76).",
     ),
     CrossFieldRule(
         ("use_feature_clipping", "min_value", "max_value"),

@@ -19,15 +19,19 @@ import time
 
 from absl import logging
 
+from applications.aligned_model_evaluation import (
+    evaluate_models,
+    format_evaluation,
+    metrics_for_json,
+)
 from applications.backend import keras, tf
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
-from applications.model_evaluation import evaluate_model
+from applications.mutual_learning import build_mutual_learning_models, save_each_model_weights
 from applications.training import fit_in_stages
 from callbacks import BestWeightsCheckpoint, EvaluationCallback, GeMPowerLogger, HistoryLogger
 from datasets import load_dataset, select_testing_subset
 from datasets.pipeline import build_training_dataset, compute_steps_per_epoch
-from evaluation.report import format_metrics
 
 try:  # load_model_weights is moving from applications.model to applications.weights.
     from applications.weights import load_model_weights
@@ -209,18 +213,33 @@ def _build_models(config, num_identities):
         use_horizontal_flipping_inside_model=model.use_horizontal_flipping_inside_model,
     )
     model_config.update(_accepted_keywords(build_flipreid_models, last_stride=model.last_stride))
+    if model.use_local_branch:
+        model_config.update(use_local_branch=True, local_feature_dim=model.local_feature_dim)
     with _distribution_strategy(config.training.identity_num_per_batch).scope():
         # The optimizer too: its slots must be created under the strategy's scope.
         factors, optimizer = regularization_settings(
             model.regularization_mode,
             **{name: getattr(model, name) for name in _REGULARIZATION_FACTOR_NAMES},
         )
-        training_model, inference_model = build_flipreid_models(
+        build_options = dict(
             **model_config,
             pretrained=model.pretrained and not config.evaluation.evaluation_only,
             pretrained_root=model.pretrained_root,
             **factors,
         )
+        # Mutual learning: inference_model is then the list of the models' inference models.
+        mutual_options = {}
+        if model.model_num > 1:
+            training_model, inference_model = build_mutual_learning_models(
+                model.model_num, build_flipreid_models, **build_options
+            )
+            mutual_options = dict(
+                probability_mutual_loss_weight=losses.probability_mutual_loss_weight,
+                global_distance_mutual_loss_weight=losses.global_distance_mutual_loss_weight,
+                local_distance_mutual_loss_weight=losses.local_distance_mutual_loss_weight,
+            )
+        else:
+            training_model, inference_model = build_flipreid_models(**build_options)
         training_model.compile(
             optimizer,
             triplet_margin=losses.triplet_margin,
@@ -228,6 +247,11 @@ def _build_models(config, num_identities):
             triplet_loss_weight=losses.triplet_loss_weight,
             cross_entropy_loss_weight=losses.cross_entropy_loss_weight,
             flipping_loss_weight=losses.flipping_loss_weight,
+            local_triplet_loss_weight=losses.local_triplet_loss_weight,
+            local_triplet_margin=losses.local_triplet_margin,
+            local_distance_own_hard_samples=losses.local_distance_own_hard_samples,
+            normalize_feature=losses.normalize_feature,
+            **mutual_options,
         )
     return training_model, inference_model, model_config
 
@@ -267,9 +291,15 @@ def _train(config, dataset, training_model, inference_model, output_folder_path,
         learning_rate_steady_epochs=training.learning_rate_steady_epochs,
         learning_rate_drop_factor=training.learning_rate_drop_factor,
         learning_rate_lower_bound=training.learning_rate_lower_bound,
+        exponential_decay_start_epoch=training.exponential_decay_start_epoch,
+        staircase_decay_epochs=[int(epoch) for epoch in training.staircase_decay_epochs],
+        staircase_decay_factor=training.staircase_decay_factor,
     )
 
     def save_weights():
+        if isinstance(inference_model, list):
+            save_each_model_weights(training_model, inference_model, output_folder_path)
+            return
         training_model.save_weights(os.path.join(output_folder_path, "training_model.h5"))
         inference_model.save_weights(os.path.join(output_folder_path, "inference_model.h5"))
 
@@ -284,7 +314,7 @@ def _train(config, dataset, training_model, inference_model, output_folder_path,
 
         def evaluate_during_training():
             metrics = evaluate()
-            print(format_metrics(metrics, "Test metrics:"))
+            print(format_evaluation(metrics, "Test metrics:"))
             return {key: value for key, value in metrics.items() if key not in _UNLOGGED_KEYS}
 
         evaluation_callback = EvaluationCallback(
@@ -372,7 +402,7 @@ def run_experiment(config):
 
         def evaluate():
             print(f"\nEvaluating on {len(query)} query and {len(gallery)} gallery images ...")
-            return evaluate_model(
+            return evaluate_models(
                 inference_model,
                 query,
                 gallery,
@@ -384,6 +414,7 @@ def run_experiment(config):
                 use_re_ranking=evaluation.use_re_ranking,
                 cmc_config=evaluation.cmc_config,
                 features_file_path=features_file_path,
+                normalize_feature=config.losses.normalize_feature,
             )
 
     # Skipped files and count mismatches travel with the metrics they may have changed.
@@ -391,7 +422,7 @@ def run_experiment(config):
     if evaluate is not None and (evaluation.evaluation_only or evaluation.evaluate_before_training):
         label = "Evaluation" if evaluation.evaluation_only else "Before training"
         metrics = evaluate()
-        print(format_metrics(metrics, f"{label} on {dataset.name}:"))
+        print(format_evaluation(metrics, f"{label} on {dataset.name}:"))
         results["evaluation_only" if evaluation.evaluation_only else "before_training"] = metrics
 
     if not evaluation.evaluation_only:
@@ -401,7 +432,10 @@ def run_experiment(config):
         if final_metrics is not None:
             results["final"] = final_metrics
             epoch_num = config.training.epoch_num
-            print(format_metrics(final_metrics, f"After {epoch_num} epochs on {dataset.name}:"))
+            print(format_evaluation(final_metrics, f"After {epoch_num} epochs on {dataset.name}:"))
+            if config.model.use_local_branch or config.model.model_num > 1:
+                # AlignedReID's table: one entry per row (and per model, the best marked).
+                results["final_rows"] = metrics_for_json(final_metrics)
             if "before_training" in results:
                 print(
                     f"mAP went from {results['before_training']['mAP']:.2%} (untrained) to "

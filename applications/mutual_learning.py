@@ -15,6 +15,8 @@ train each model on its own loss; Adam keeps per-variable state, so this equals 
 the same settings. With several GPUs, model i's forward pass is placed on GPU i mod the count.
 """
 
+import os
+
 from applications.aligned_losses import distance_mutual_loss, probability_mutual_loss
 from applications.backend import keras, tf
 
@@ -234,3 +236,22 @@ def build_mutual_learning_models(model_num, build_models, **model_options):
         [training_model for training_model, _ in pairs], name="mutual_learning_model"
     )
     return mutual_model, [inference_model for _, inference_model in pairs]
+
+
+def save_each_model_weights(mutual_model, inference_models, output_folder_path):
+    """Writes model_<i>/training_model.h5 and model_<i>/inference_model.h5 for every model.
+
+    Each file is what a single-model run writes, so --model_num 1 reloads any of them.
+
+    Args:
+        mutual_model: MutualLearningModel.
+        inference_models: list of its inference models, in the same order.
+        output_folder_path: str, the run's folder.
+    """
+    for index, (training_model, inference_model) in enumerate(
+        zip(mutual_model.training_models, inference_models, strict=True)
+    ):
+        model_folder_path = os.path.join(output_folder_path, f"model_{index + 1}")
+        os.makedirs(model_folder_path, exist_ok=True)
+        training_model.save_weights(os.path.join(model_folder_path, "training_model.h5"))
+        inference_model.save_weights(os.path.join(model_folder_path, "inference_model.h5"))

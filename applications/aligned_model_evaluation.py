@@ -1,0 +1,314 @@
+"""Test-set evaluation of local-branch models and of mutually learned models.
+
+``evaluate_models`` is ``applications.model_evaluation.evaluate_model`` extended to:
+- a model with a local branch (two outputs: embedding and stripe features): AlignedReID's six
+  rows (``evaluation.aligned_evaluation``);
+- a list of models (mutual learning): each model evaluated on its own, its metrics under
+  ``model_<i>_`` (1-based), the best model's copied without prefix and ``best_model`` = its i.
+A single plain model gives exactly evaluate_model's result.
+"""
+
+import time
+import weakref
+
+import numpy as np
+
+from applications.backend import keras, tf
+from applications.model_evaluation import evaluate_model
+from datasets.pipeline import build_testing_dataset
+from evaluation.aligned_evaluation import (
+    evaluate_aligned_features,
+    format_row_metrics,
+    metrics_by_row,
+)
+from evaluation.report import format_metrics
+
+_FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def has_local_output(inference_model):
+    """Tells whether the inference model also outputs local features (two outputs)."""
+    return len(inference_model.outputs) == 2
+
+
+def _forward_function(inference_model, use_horizontal_flipping):
+    functions = _FORWARD_FUNCTIONS.setdefault(inference_model, {})
+    if use_horizontal_flipping not in functions:
+        model_reference = weakref.ref(inference_model)
+
+        def forward(images):
+            if not use_horizontal_flipping:
+                return model_reference()(images, training=False)
+            # A horizontal flip moves no row, so the stripe features average like the embedding.
+            both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
+            return [
+                tf.add(*tf.split(output, 2, axis=0)) / 2
+                for output in model_reference()(both, training=False)
+            ]
+
+        image_shape = tuple(inference_model.input_shape[1:])
+        functions[use_horizontal_flipping] = tf.function(
+            forward, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)]
+        )
+    return functions[use_horizontal_flipping]
+
+
+def extract_global_and_local_features(
+    inference_model,
+    image_file_paths,
+    *,
+    image_height,
+    image_width,
+    batch_size=64,
+    use_horizontal_flipping=False,
+    verbose=1,
+):
+    """Embeds images in file order with a local-branch model.
+
+    Args:
+        inference_model: keras.Model, uint8 images (batch, H, W, 3) -> [float32 (batch, D),
+            float32 (batch, H_map, C_local)].
+        image_file_paths: sequence of str.
+        image_height: int.
+        image_width: int.
+        batch_size: int, images per forward pass.
+        use_horizontal_flipping: bool, average both outputs with those of the flipped image.
+        verbose: int, 1 shows a progress bar.
+
+    Returns:
+        (global float32 (N, D), local float32 (N, H_map, C_local)), row i for image i.
+    """
+    image_file_paths = list(image_file_paths)
+    if not image_file_paths:
+        raise ValueError("extract_global_and_local_features got no image files to embed.")
+    dataset = build_testing_dataset(
+        image_file_paths, image_height=image_height, image_width=image_width, batch_size=batch_size
+    )
+    forward = _forward_function(inference_model, use_horizontal_flipping)
+    global_parts, local_parts = [], []
+    progress_bar = keras.utils.Progbar(len(image_file_paths), verbose=verbose, unit_name="image")
+    for images in dataset:
+        global_features, local_features = forward(images)
+        global_parts.append(np.asarray(global_features, dtype=np.float32))
+        local_parts.append(np.asarray(local_features, dtype=np.float32))
+        progress_bar.add(global_parts[-1].shape[0])
+    return np.concatenate(global_parts), np.concatenate(local_parts)
+
+
+def _evaluate_local_model(
+    inference_model,
+    query,
+    gallery,
+    *,
+    image_height,
+    image_width,
+    batch_size,
+    use_horizontal_flipping,
+    distance_metric,
+    use_re_ranking,
+    cmc_config,
+    features_file_path,
+    normalize_feature,
+    verbose,
+):
+    start_time = time.perf_counter()
+
+    def extract(split):
+        return extract_global_and_local_features(
+            inference_model,
+            split["image_file_path"],
+            image_height=image_height,
+            image_width=image_width,
+            batch_size=batch_size,
+            use_horizontal_flipping=use_horizontal_flipping,
+            verbose=verbose,
+        )
+
+    (query_features, query_local), (gallery_features, gallery_local) = (
+        extract(query),
+        extract(gallery),
+    )
+    images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
+    if features_file_path is not None:
+        np.savez(
+            features_file_path,
+            query_features=query_features,
+            gallery_features=gallery_features,
+            query_local_features=query_local,
+            gallery_local_features=gallery_local,
+            query_identity_IDs=query["identity_ID"].to_numpy(),
+            gallery_identity_IDs=gallery["identity_ID"].to_numpy(),
+            query_camera_IDs=query["camera_ID"].to_numpy(),
+            gallery_camera_IDs=gallery["camera_ID"].to_numpy(),
+            query_image_file_paths=query["image_file_path"].to_numpy(dtype=str),
+            gallery_image_file_paths=gallery["image_file_path"].to_numpy(dtype=str),
+        )
+    metrics = evaluate_aligned_features(
+        query_features,
+        gallery_features,
+        query_local,
+        gallery_local,
+        query["identity_ID"].to_numpy(),
+        gallery["identity_ID"].to_numpy(),
+        query["camera_ID"].to_numpy(),
+        gallery["camera_ID"].to_numpy(),
+        distance_metric=distance_metric,
+        use_re_ranking=use_re_ranking,
+        cmc_config=cmc_config,
+        normalize_local_features=normalize_feature,
+    )
+    metrics["feature_extraction_images_per_second"] = float(images_per_second)
+    return metrics
+
+
+def _features_file_path_of(features_file_path, model_index):
+    if features_file_path is None:
+        return None
+    stem, extension = features_file_path.rsplit(".", 1)
+    return f"{stem}_model_{model_index + 1}.{extension}"
+
+
+def evaluate_models(
+    inference_models,
+    query,
+    gallery,
+    *,
+    image_height,
+    image_width,
+    batch_size=64,
+    use_horizontal_flipping=False,
+    distance_metric="cosine",
+    use_re_ranking=False,
+    cmc_config="market1501",
+    features_file_path=None,
+    normalize_feature=False,
+    verbose=1,
+):
+    """Evaluates one inference model or each of several (see the module docstring).
+
+    Args:
+        inference_models: a keras.Model (one or two outputs) or a list of them.
+        query: DataFrame with image_file_path, identity_ID and camera_ID.
+        gallery: DataFrame with the same columns.
+        image_height: int.
+        image_width: int.
+        batch_size: int.
+        use_horizontal_flipping: bool, flip test-time augmentation.
+        distance_metric: str, the global distance.
+        use_re_ranking: bool, also score re-ranked distances (every row).
+        cmc_config: str.
+        features_file_path: str or None, npz of the features (one file per model, suffixed
+            _model_<i>, with several models).
+        normalize_feature: bool, L2-normalise each stripe before the local distance.
+        verbose: int.
+
+    Returns:
+        dict str -> float: evaluate_model's keys; with a local branch, the six rows' keys of
+        evaluation.aligned_evaluation.evaluate_aligned_features; with several models, every
+        key also under model_<i>_, and best_model (1-based index of the model with the best
+        mAP, re-ranked mAP with re-ranking).
+    """
+    options = dict(
+        image_height=image_height,
+        image_width=image_width,
+        batch_size=batch_size,
+        use_horizontal_flipping=use_horizontal_flipping,
+        distance_metric=distance_metric,
+        use_re_ranking=use_re_ranking,
+        cmc_config=cmc_config,
+        verbose=verbose,
+    )
+    if isinstance(inference_models, (list, tuple)):
+        per_model = [
+            evaluate_models(
+                model,
+                query,
+                gallery,
+                features_file_path=_features_file_path_of(features_file_path, index),
+                normalize_feature=normalize_feature,
+                **options,
+            )
+            for index, model in enumerate(inference_models)
+        ]
+        monitor = "re_ranking_mAP" if use_re_ranking else "mAP"
+        best = max(range(len(per_model)), key=lambda index: (per_model[index][monitor], -index))
+        metrics = dict(per_model[best])
+        for index, model_metrics in enumerate(per_model):
+            metrics.update({f"model_{index + 1}_{key}": v for key, v in model_metrics.items()})
+        metrics["best_model"] = best + 1
+        return metrics
+    if has_local_output(inference_models):
+        return _evaluate_local_model(
+            inference_models,
+            query,
+            gallery,
+            features_file_path=features_file_path,
+            normalize_feature=normalize_feature,
+            **options,
+        )
+    return evaluate_model(
+        inference_models, query, gallery, features_file_path=features_file_path, **options
+    )
+
+
+def _model_metrics(metrics, model_number):
+    prefix = f"model_{model_number}_"
+    return {key[len(prefix) :]: value for key, value in metrics.items() if key.startswith(prefix)}
+
+
+def _format_one(metrics, title):
+    if "local_mAP" in metrics:
+        return format_row_metrics(metrics, title)
+    return format_metrics(metrics, title)
+
+
+def format_evaluation(metrics, title):
+    """Renders evaluate_models' metrics: one block per model with several, six rows with a
+    local branch, else as evaluation.report.format_metrics.
+
+    Args:
+        metrics: dict from evaluate_models.
+        title: str, the first line.
+
+    Returns:
+        str.
+    """
+    if "best_model" not in metrics:
+        return _format_one(metrics, title)
+    best = int(metrics["best_model"])
+    blocks = [title]
+    number = 1
+    while f"model_{number}_mAP" in metrics:
+        label = f"model {number}" + (" (best)" if number == best else "") + ":"
+        blocks.append(_format_one(_model_metrics(metrics, number), label))
+        number += 1
+    return "\n".join(blocks)
+
+
+def metrics_for_json(metrics):
+    """Nests evaluate_models' flat metrics for metrics.json: one entry per row and per model.
+
+    Args:
+        metrics: dict from evaluate_models.
+
+    Returns:
+        dict: with a local branch, row name -> metrics (global, global_re_ranking, local, ...);
+        with several models, "model_<i>" -> that model's entries and "best_model"; otherwise
+        {"global": ...} for the plain rows.
+    """
+    if "best_model" in metrics:
+        nested = {"best_model": int(metrics["best_model"])}
+        number = 1
+        while f"model_{number}_mAP" in metrics:
+            nested[f"model_{number}"] = metrics_for_json(_model_metrics(metrics, number))
+            number += 1
+        return nested
+    if "local_mAP" in metrics:
+        return metrics_by_row(metrics)
+    rows = {"global": {k: v for k, v in metrics.items() if not k.startswith("re_ranking_")}}
+    re_ranked = {
+        k[len("re_ranking_") :]: v for k, v in metrics.items() if k.startswith("re_ranking_")
+    }
+    if re_ranked:
+        rows["global_re_ranking"] = re_ranked
+    return rows
