@@ -98,9 +98,12 @@ def load_dataset(
         evaluation_dataset_name: For "Combined": the dataset giving query and gallery; defaults to
             the first of ``combined_dataset_names``.
         synthetic_options: For "Synthetic": keyword arguments of
-            ``datasets.synthetic.generate_synthetic_dataset`` (sizes and seed).
-        verify_images: Decode every image with OpenCV and skip undecodable ones (minutes on a
-            real dataset); when False only check that each file exists and is non-empty.
+            ``datasets.synthetic.generate_synthetic_dataset`` (sizes, difficulty,
+            twin_fraction, seed).
+        verify_images: Also decode every image with OpenCV and skip undecodable ones (minutes
+            on a real dataset). Without it only the cheap check of ``datasets.image_files`` runs
+            (exists, not empty, image signature, end-of-image marker); the pipelines skip and
+            count what still fails to decode.
 
     Returns:
         The ReIDDataset.
