@@ -311,7 +311,9 @@ def build_training_dataset(
     )
     dataset = dataset.unbatch().enumerate(start=initial_batch_index * batch_size)
     # Ordered output keeps the sampler's P x K rows: each row yields exactly one element, and a
-    # deterministic interleave hands them on in input order.
+    # deterministic interleave hands them on in input order. The small dataset per row, which
+    # lets a failed decode drop only that attempt, cost about 25 % more CPU per image than a
+    # plain map here (400-470 vs 500-560 us at 256x128, before augmentation).
     dataset = dataset.interleave(
         load,
         cycle_length=None if num_workers is None else num_workers,
