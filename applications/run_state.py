@@ -54,6 +54,11 @@ RESUME_MATCHING_FLAG_NAMES = (
     "synthetic_image_num_per_identity",
     "testing_size",
     "backbone_model_name",
+    "last_stride",
+    "use_local_branch",
+    "local_feature_dim",
+    "model_num",
+    "regularization_mode",
     "image_height",
     "image_width",
     "region_num",
@@ -381,7 +386,7 @@ class RunStateManager:
                 f"--resume_from {self.run_folder_path}."
             ) from error
         self._prune()
-        logging.info("Checkpoint of epoch %d written to %s.", state.epoch, final_path)
+        logging.debug("Checkpoint of epoch %d written to %s.", state.epoch, final_path)
         return final_path
 
     def _prune(self):
@@ -582,3 +587,130 @@ def find_run_to_resume(
         f"({_describe_differences(mismatched)}). Resume with the run's values (see its "
         f"{FLAGS_FILE_NAME}), or start a new run without --resume."
     )
+
+
+# --- The run folder of one process --------------------------------------------------------------
+
+# Options that say how to run, not what: they never block a resume, nor are reported as changed.
+_RUNNING_OPTION_NAMES = (
+    "resume",
+    "resume_from",
+    "distribution_strategy",
+    "cpu_logical_devices",
+    "jit_compile",
+    "output_folder_path",
+)
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """Where one process of a run reads and writes.
+
+    Attributes:
+        run_folder_path: str, the run's folder (on non-chief workers of a new run, a temporary
+            folder: they do not know the chief's).
+        writing_folder_path: str, where this process writes: the run folder on the chief, a
+            temporary folder (removed by `close`) on other workers.
+        is_chief: bool.
+        manager: RunStateManager of the run folder.
+        state: RunState restored when resuming, else None.
+        extra: dict, results carried in each checkpoint (the run's metrics so far).
+    """
+
+    run_folder_path: str
+    writing_folder_path: str
+    is_chief: bool
+    manager: RunStateManager
+    state: RunState | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def initial_epoch(self):
+        return self.state.epoch if self.state is not None else 0
+
+    def mark_failed(self, reason):
+        if self.is_chief:
+            with contextlib.suppress(OSError):
+                mark_run_failed(self.run_folder_path, reason)
+
+    def mark_completed(self):
+        if self.is_chief:
+            mark_run_completed(self.run_folder_path)
+
+    def close(self):
+        """Removes a non-chief worker's temporary folder."""
+        if not self.is_chief:
+            shutil.rmtree(self.writing_folder_path, ignore_errors=True)
+
+
+def open_run_folder(
+    output_folder_path,
+    run_name,
+    flag_values,
+    *,
+    training_model,
+    make_output_folder,
+    resume=False,
+    resume_from=None,
+    is_chief=True,
+    matching_flag_names=RESUME_MATCHING_FLAG_NAMES,
+):
+    """Creates a new run folder, or finds and restores the run to resume, and marks it started.
+
+    Args:
+        output_folder_path: str, the folder holding run folders.
+        run_name: str, e.g. "Synthetic_resnet18".
+        flag_values: dict, every setting by flag name (written to flags.json for a new run).
+        training_model: the compiled training model (restored when resuming).
+        make_output_folder: callable (output_folder_path, run_name) -> str, creates a fresh
+            run folder.
+        resume: bool, continue the most recent matching unfinished run.
+        resume_from: str or None, continue this run folder.
+        is_chief: bool, False on non-chief workers (they write into a temporary folder).
+        matching_flag_names: settings that must match the run's when resuming.
+
+    Returns:
+        RunFolder.
+
+    Raises:
+        ResumeError: nothing to resume, or flags that differ; the message says what to do.
+    """
+    if resume or resume_from:
+        run_folder_path, changed = find_run_to_resume(
+            output_folder_path,
+            run_name,
+            {k: v for k, v in flag_values.items() if k not in _RUNNING_OPTION_NAMES},
+            resume_from=resume_from,
+            matching_flag_names=matching_flag_names,
+        )
+        manager = RunStateManager(run_folder_path, training_model, is_chief=is_chief)
+        state = manager.restore()
+        writing_folder_path = run_folder_path if is_chief else tempfile.mkdtemp(prefix="worker_")
+        print(
+            f"Resuming {run_folder_path} after epoch {state.epoch} "
+            f"(checkpoint {os.path.basename(state.checkpoint_folder_path)})."
+        )
+        if changed:
+            print("  changed since the run started: " + _describe_differences(changed))
+        run_folder = RunFolder(
+            run_folder_path, writing_folder_path, is_chief, manager, state, dict(state.extra)
+        )
+    elif is_chief:
+        run_folder_path = make_output_folder(output_folder_path, run_name)
+        if os.path.basename(run_folder_path) != run_name:
+            print(f"{run_name} already exists in {output_folder_path}; it is left untouched.")
+        atomic_write_json(os.path.join(run_folder_path, FLAGS_FILE_NAME), flag_values)
+        manager = RunStateManager(run_folder_path, training_model, is_chief=True)
+        run_folder = RunFolder(run_folder_path, run_folder_path, True, manager)
+    else:
+        temporary_path = tempfile.mkdtemp(prefix="worker_")
+        manager = RunStateManager(temporary_path, training_model, is_chief=False)
+        run_folder = RunFolder(temporary_path, temporary_path, False, manager)
+    if is_chief:
+        print(f"Writing outputs to {run_folder.run_folder_path}")
+        mark_run_started(
+            run_folder.run_folder_path,
+            resume_hint=f"python solution.py --resume_from {run_folder.run_folder_path} (with "
+            "the flags in its flags.json)",
+        )
+    return run_folder
