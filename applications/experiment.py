@@ -12,8 +12,8 @@ package's public function with keyword arguments named like the flags:
 """
 
 import dataclasses
+import functools
 import inspect
-import json
 import os
 import time
 
@@ -25,11 +25,29 @@ from applications.aligned_model_evaluation import (
     metrics_for_json,
 )
 from applications.backend import keras, tf
+from applications.distribution import (
+    build_strategy,
+    check_batch_composition,
+    configure_cpu_logical_devices,
+    describe_strategy,
+    is_chief,
+    prepare_dataset_for_strategy,
+)
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
 from applications.mutual_learning import build_mutual_learning_models, save_each_model_weights
-from applications.training import fit_in_stages
-from callbacks import BestWeightsCheckpoint, EvaluationCallback, GeMPowerLogger, HistoryLogger
+from applications.run_state import (
+    RunState,
+    atomic_save_weights,
+    atomic_write_json,
+    check_output_folder_writable,
+    open_run_folder,
+)
+from applications.training import fit_in_stages, stage_name
+from applications.weights_file import check_weights_file, check_weights_file_readable
+from callbacks import EvaluationCallback, GeMPowerLogger, HistoryLogger
+from callbacks.nan_guard import NaNGuard
+from callbacks.resume_checkpoint import RunStateCheckpoint
 from datasets import load_dataset, select_testing_subset
 from datasets.pipeline import build_training_dataset, compute_steps_per_epoch
 
@@ -149,8 +167,8 @@ def _accepted_keywords(function, **keywords):
 
 
 def _write_json(file_path, content):
-    with open(file_path, "w") as file:
-        json.dump(content, file, indent=2, sort_keys=True)
+    # Atomic: a run killed while writing never leaves half a file.
+    atomic_write_json(file_path, content)
 
 
 def _load_data(data, seed):
@@ -182,22 +200,18 @@ def _load_data(data, seed):
     return dataset, query, gallery
 
 
-def _distribution_strategy(identity_num_per_batch):
-    strategy = tf.distribute.get_strategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        strategy = tf.distribute.MirroredStrategy()
-        print(f"Training on {strategy.num_replicas_in_sync} GPUs.")
-        if identity_num_per_batch % strategy.num_replicas_in_sync:
-            # Each replica takes a contiguous slice of the batch; batch-hard mining needs every
-            # identity's K images inside one slice.
-            raise ValueError(
-                f"--identity_num_per_batch ({identity_num_per_batch}) must be a multiple "
-                f"of the number of GPUs ({strategy.num_replicas_in_sync})."
-            )
+def _distribution_strategy(training):
+    """Logical CPU devices and the strategy: set up before TensorFlow's first operation."""
+    configure_cpu_logical_devices(training.cpu_logical_devices)
+    strategy = build_strategy(training.distribution_strategy)
+    if training.distribution_strategy != "default":
+        print(f"Distributed training: {describe_strategy(strategy)}.")
+    elif len(tf.config.list_logical_devices("GPU")) > 1:
+        print("Several GPUs are visible; --distribution_strategy mirrored trains on all of them.")
     return strategy
 
 
-def _build_models(config, num_identities):
+def _build_models(config, num_identities, strategy):
     """Builds and compiles the models; returns them and the settings that shape the weights."""
     model, losses = config.model, config.losses
     model_config = dict(
@@ -215,7 +229,7 @@ def _build_models(config, num_identities):
     model_config.update(_accepted_keywords(build_flipreid_models, last_stride=model.last_stride))
     if model.use_local_branch:
         model_config.update(use_local_branch=True, local_feature_dim=model.local_feature_dim)
-    with _distribution_strategy(config.training.identity_num_per_batch).scope():
+    with strategy.scope():
         # The optimizer too: its slots must be created under the strategy's scope.
         factors, optimizer = regularization_settings(
             model.regularization_mode,
@@ -247,6 +261,7 @@ def _build_models(config, num_identities):
             triplet_loss_weight=losses.triplet_loss_weight,
             cross_entropy_loss_weight=losses.cross_entropy_loss_weight,
             flipping_loss_weight=losses.flipping_loss_weight,
+            **({"jit_compile": True} if config.training.jit_compile else {}),
             local_triplet_loss_weight=losses.local_triplet_loss_weight,
             local_triplet_margin=losses.local_triplet_margin,
             local_distance_own_hard_samples=losses.local_distance_own_hard_samples,
@@ -256,10 +271,18 @@ def _build_models(config, num_identities):
     return training_model, inference_model, model_config
 
 
-def _train(config, dataset, training_model, inference_model, output_folder_path, evaluate):
-    """Fits the model; returns the final test metrics (None without testing) and best epoch."""
+def _train(
+    config, dataset, training_model, inference_model, output_folder_path, evaluate, run, strategy
+):
+    """Fits the model; returns the final test metrics (None without testing) and best epoch.
+
+    `run` is the applications.run_state.RunFolder: a resumed run starts after its restored
+    epoch, and every epoch ends with a checkpoint to resume from.
+    """
     training, evaluation = config.training, config.evaluation
-    training_images = build_training_dataset(
+    # Built per training stage at its position in the stream (see fit_in_stages).
+    make_training_images = functools.partial(
+        build_training_dataset,
         dataset.train["image_file_path"].to_numpy(dtype=str),
         dataset.label_encoder.transform(dataset.train["identity_ID"]),
         identity_num_per_batch=training.identity_num_per_batch,
@@ -278,6 +301,12 @@ def _train(config, dataset, training_model, inference_model, output_folder_path,
             else {}
         ),
     )
+
+    def training_images(initial_batch_index):
+        return prepare_dataset_for_strategy(
+            make_training_images(initial_batch_index=initial_batch_index), strategy
+        )
+
     steps_per_epoch = training.steps_per_epoch or compute_steps_per_epoch(
         len(dataset.train), training.identity_num_per_batch, training.image_num_per_identity
     )
@@ -300,11 +329,48 @@ def _train(config, dataset, training_model, inference_model, output_folder_path,
         if isinstance(inference_model, list):
             save_each_model_weights(training_model, inference_model, output_folder_path)
             return
-        training_model.save_weights(os.path.join(output_folder_path, "training_model.h5"))
-        inference_model.save_weights(os.path.join(output_folder_path, "inference_model.h5"))
+        for saved_model, file_name in (
+            (training_model, "training_model.h5"),
+            (inference_model, "inference_model.h5"),
+        ):
+            saved_path = os.path.join(output_folder_path, file_name)
+            atomic_save_weights(saved_model, saved_path, is_chief=run.is_chief)
 
-    callbacks = [keras.callbacks.LearningRateScheduler(learning_rate_function)]
+    def recovery_note():
+        saved = run.manager.list_checkpoints()
+        if not saved:
+            return "No epoch had completed, so there is no checkpoint to resume from."
+        return (
+            f"The last good checkpoint (epoch {saved[-1][0]}) is kept in {saved[-1][1]}, and "
+            f"history.csv holds the completed epochs. To continue from it with a lower learning "
+            f"rate: python solution.py --resume_from {run.run_folder_path} --learning_rate_base "
+            "<lower> (and the run's other flags)."
+        )
+
+    def save_state(epoch, best_value, best_epoch):
+        run.manager.save(
+            RunState(
+                epoch=epoch,
+                stage=stage_name(epoch - 1, training.freeze_backbone_for_N_epochs),
+                stream_batch_index=epoch * steps_per_epoch,
+                monitor=checkpoint_callback.monitor or "",
+                best_value=best_value,
+                best_epoch=best_epoch,
+                history_rows=history_logger.rows,
+                extra=run.extra,
+            )
+        )
+
+    # The guard first: its epoch-end weight check must run before evaluation and saving.
+    callbacks = [
+        NaNGuard(
+            mixed_precision_policy=training.mixed_precision_policy,
+            recovery_note_fn=recovery_note,
+        ),
+        keras.callbacks.LearningRateScheduler(learning_rate_function),
+    ]
     evaluation_callback = checkpoint_callback = None
+    restored = run.state
     if evaluate is not None:
         monitor = "test_re_ranking_mAP" if evaluation.use_re_ranking else "test_mAP"
 
@@ -322,12 +388,24 @@ def _train(config, dataset, training_model, inference_model, output_folder_path,
             every_N_epochs=evaluation.evaluate_testing_every_N_epochs,
             epoch_num=training.epoch_num,
         )
-        checkpoint_callback = BestWeightsCheckpoint(save_best, monitor=monitor)
+        checkpoint_callback = RunStateCheckpoint(
+            save_state,
+            save_best_fn=save_best,
+            monitor=monitor,
+            best_value=restored.best_value if restored else None,
+            best_epoch=restored.best_epoch if restored else None,
+        )
         callbacks += [evaluation_callback]
     callbacks += [GeMPowerLogger(training_model.gem_power_values)]
-    callbacks += [checkpoint_callback] if checkpoint_callback else []
+    history_logger = HistoryLogger(output_folder_path)
+    if restored:
+        history_logger.rows = [dict(row) for row in restored.history_rows]
+    if checkpoint_callback is None:
+        checkpoint_callback = RunStateCheckpoint(save_state, save_best_fn=None, monitor=None)
+    # After the history logger, so that each checkpoint holds its epoch's history row.
     callbacks += [
-        HistoryLogger(output_folder_path),
+        history_logger,
+        checkpoint_callback,
         keras.callbacks.TensorBoard(os.path.join(output_folder_path, "tensorboard")),
     ]
     fit_in_stages(
@@ -337,7 +415,11 @@ def _train(config, dataset, training_model, inference_model, output_folder_path,
         epoch_num=training.epoch_num,
         freeze_backbone_for_N_epochs=training.freeze_backbone_for_N_epochs,
         callbacks=callbacks,
+        initial_epoch=run.initial_epoch,
     )
+    if evaluation_callback is not None and evaluation_callback.last_metrics is None:
+        # Resumed after the last epoch's checkpoint: only the final evaluation was missing.
+        evaluation_callback.on_epoch_end(training.epoch_num - 1, {})
     if evaluation_callback is None:
         # As FlipReID does without testing: the last epoch's weights are the result.
         save_weights()
@@ -350,6 +432,24 @@ def _train(config, dataset, training_model, inference_model, output_folder_path,
 
 
 def run_experiment(config):
+    """Runs `_run_experiment`, marking a run folder that an error stopped as failed.
+
+    The folder keeps RUN_INCOMPLETE.txt (so --resume can continue it) and gets RUN_FAILED.txt
+    with the reason. An interruption (Ctrl-C, a kill) leaves it marked incomplete only.
+    """
+    opened = {}
+    try:
+        return _run_experiment(config, opened)
+    except Exception as error:
+        if "run" in opened:
+            opened["run"].mark_failed(f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        if "run" in opened:
+            opened["run"].close()
+
+
+def _run_experiment(config, opened):
     """Trains and/or evaluates as the configuration says, printing progress and results.
 
     Args:
@@ -365,15 +465,36 @@ def run_experiment(config):
     """
     start_time = time.perf_counter()
     data, model, evaluation = config.data, config.model, config.evaluation
+    # Before any TensorFlow operation: logical devices and multi-worker set-up need it.
+    strategy = _distribution_strategy(config.training)
+    chief = is_chief(strategy)
+    # Checks that need no data: found now rather than after minutes of loading.
+    if chief:
+        check_output_folder_writable(evaluation.output_folder_path)
+    if evaluation.pretrained_model_file_path:
+        check_weights_file_readable(evaluation.pretrained_model_file_path)
     keras.utils.set_random_seed(config.training.seed)
     if config.training.mixed_precision_policy != "float32":
         keras.mixed_precision.set_global_policy(config.training.mixed_precision_policy)
 
     dataset, query, gallery = _load_data(data, config.training.seed)
+    if not evaluation.evaluation_only:
+        check_batch_composition(
+            identity_num_per_batch=config.training.identity_num_per_batch,
+            image_num_per_identity=config.training.image_num_per_identity,
+            num_replicas=strategy.num_replicas_in_sync,
+            num_train_identities=dataset.num_train_identities,
+        )
     training_model, inference_model, model_config = _build_models(
-        config, dataset.num_train_identities
+        config, dataset.num_train_identities, strategy
     )
     if evaluation.pretrained_model_file_path:
+        if not isinstance(inference_model, list):
+            # One line for a file of another model, before Keras' long error.
+            check_weights_file(
+                evaluation.pretrained_model_file_path,
+                {"training model": training_model, "inference model": inference_model},
+            )
         load_weights_into_either(
             training_model, inference_model, evaluation.pretrained_model_file_path
         )
@@ -383,14 +504,21 @@ def run_experiment(config):
     run_name = (
         f"{os.path.basename(os.path.normpath(data.dataset_name))}_{model.backbone_model_name}"
     )
-    output_folder_path = make_output_folder(evaluation.output_folder_path, run_name)
-    if os.path.basename(output_folder_path) != run_name:
-        print(
-            f"{run_name} already exists in {evaluation.output_folder_path}; it is left untouched."
-        )
-    print(f"Writing outputs to {output_folder_path}")
-    _write_json(os.path.join(output_folder_path, "flags.json"), config.to_flat())
-    _write_json(os.path.join(output_folder_path, "model_config.json"), model_config)
+    # A new folder, or the run to resume (restored into training_model here).
+    run = opened["run"] = open_run_folder(
+        evaluation.output_folder_path,
+        run_name,
+        config.to_flat(),
+        training_model=training_model,
+        make_output_folder=make_output_folder,
+        resume=config.training.resume,
+        resume_from=config.training.resume_from,
+        is_chief=chief,
+    )
+    # Only the chief writes the run's files; other workers write into a temporary folder.
+    output_folder_path = run.writing_folder_path
+    if run.state is None:
+        _write_json(os.path.join(output_folder_path, "model_config.json"), model_config)
 
     evaluate = None
     if query is not None:
@@ -419,7 +547,14 @@ def run_experiment(config):
 
     # Skipped files and count mismatches travel with the metrics they may have changed.
     results = {"dataset_notes": list(dataset.messages)}
-    if evaluate is not None and (evaluation.evaluation_only or evaluation.evaluate_before_training):
+    # A resumed run carries the results saved with its checkpoint (the untrained baseline).
+    results.update(run.extra)
+    run.extra = results
+    if (
+        evaluate is not None
+        and run.state is None
+        and (evaluation.evaluation_only or evaluation.evaluate_before_training)
+    ):
         label = "Evaluation" if evaluation.evaluation_only else "Before training"
         metrics = evaluate()
         print(format_evaluation(metrics, f"{label} on {dataset.name}:"))
@@ -427,7 +562,14 @@ def run_experiment(config):
 
     if not evaluation.evaluation_only:
         final_metrics, results["best_epoch"] = _train(
-            config, dataset, training_model, inference_model, output_folder_path, evaluate
+            config,
+            dataset,
+            training_model,
+            inference_model,
+            output_folder_path,
+            evaluate,
+            run,
+            strategy,
         )
         if final_metrics is not None:
             results["final"] = final_metrics
@@ -444,5 +586,6 @@ def run_experiment(config):
 
     results["wall_time_seconds"] = time.perf_counter() - start_time
     _write_json(os.path.join(output_folder_path, "metrics.json"), results)
-    print(f"Done in {results['wall_time_seconds']:.0f} s. Results: {output_folder_path}")
+    run.mark_completed()
+    print(f"Done in {results['wall_time_seconds']:.0f} s. Results: {run.run_folder_path}")
     return ExperimentOutcome(output_folder_path, results)
