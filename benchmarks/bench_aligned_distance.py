@@ -3,6 +3,9 @@
 Usage:
     python -m benchmarks.bench_aligned_distance            # Market1501 scale, H = 8 and 16
     python -m benchmarks.bench_aligned_distance --quick    # small scale, seconds
+    python -m benchmarks.bench_aligned_distance --re_ranking --stripes 8
+        # also local re-ranking (query-query and gallery-gallery tiles too), next to the global
+        # re-ranking of 2,048-d features, with their peak memory
 
 At Market1501 scale the query-gallery matrix is 3,368 x 15,913. H = 8 is AlignedReID's stripe
 count (ResNet-50 at 256x128 with last stride 2); H = 16 is our feature map height at 256x128
@@ -20,7 +23,13 @@ import tracemalloc
 
 import numpy as np
 
-from evaluation.aligned_distance import aligned_local_distance
+from evaluation.aligned_distance import (
+    aligned_distance_pairwise,
+    aligned_local_distance,
+    prepare_stripes,
+)
+from evaluation.aligned_evaluation import aligned_distance_row_pairs, re_ranking_with_pairwise
+from evaluation.re_ranking import re_ranking_from_features
 
 SCALES = {
     # name: (num_query, num_gallery, reference pairs sampled)
@@ -52,6 +61,38 @@ def per_pair_aligned_distance(stripes_a, stripes_b):
 def make_stripes(num_images, num_stripes, channels, rng):
     features = rng.standard_normal((num_images, num_stripes, channels), dtype=np.float32)
     return np.maximum(features, np.float32(0.0))
+
+
+def _timed_peak(function):
+    tracemalloc.start()
+    start = time.perf_counter()
+    result = function()
+    seconds = time.perf_counter() - start
+    _, peak_bytes = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return result, seconds, peak_bytes / 2**20
+
+
+def run_re_ranking(scale, stripe_counts, channels, seed):
+    """Local re-ranking in tiles against the global re-ranking of 2,048-d features."""
+    num_query, num_gallery, _ = SCALES[scale]
+    rng = np.random.default_rng(seed)
+    print(f"\nk-reciprocal re-ranking, {num_query} queries x {num_gallery} gallery images")
+    print(f"{'distance':>28} | {'time':>8} | {'peak memory':>11}")
+    query = rng.standard_normal((num_query, 2048), dtype=np.float32)
+    gallery = rng.standard_normal((num_gallery, 2048), dtype=np.float32)
+    _, seconds, peak = _timed_peak(lambda: re_ranking_from_features(query, gallery))
+    print(f"{'global (2,048-d, cosine)':>28} | {seconds:>6.1f} s | {peak:>7.0f} MiB")
+    for num_stripes in stripe_counts:
+        query_local = prepare_stripes(make_stripes(num_query, num_stripes, channels, rng))
+        gallery_local = prepare_stripes(make_stripes(num_gallery, num_stripes, channels, rng))
+        _, seconds, peak = _timed_peak(
+            lambda query_local=query_local, gallery_local=gallery_local: re_ranking_with_pairwise(
+                query_local, gallery_local, aligned_distance_pairwise, aligned_distance_row_pairs
+            )
+        )
+        label = f"local (H = {num_stripes}, {channels} channels)"
+        print(f"{label:>28} | {seconds:>6.1f} s | {peak:>7.0f} MiB")
 
 
 def run(scale, stripe_counts, channels, seed):
@@ -103,14 +144,19 @@ def main():
     )
     parser.add_argument("--channels", type=int, default=128, help="channels per stripe")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--re_ranking", action="store_true", help="also time local and global re-ranking"
+    )
+    parser.add_argument(
+        "--skip_distance", action="store_true", help="skip the query-gallery distance table"
+    )
     arguments = parser.parse_args()
     stripe_counts = [int(value) for value in arguments.stripes.split(",")]
-    run(
-        "quick" if arguments.quick else "market1501",
-        stripe_counts,
-        arguments.channels,
-        arguments.seed,
-    )
+    scale = "quick" if arguments.quick else "market1501"
+    if not arguments.skip_distance:
+        run(scale, stripe_counts, arguments.channels, arguments.seed)
+    if arguments.re_ranking:
+        run_re_ranking(scale, stripe_counts, arguments.channels, arguments.seed)
 
 
 if __name__ == "__main__":
