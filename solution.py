@@ -69,14 +69,25 @@ def define_flags(flag_values=FLAGS):
         )
 
 
+def config_from_flags(flag_values=FLAGS):
+    """Reads the parsed flags once into the typed configuration.
+
+    Args:
+        flag_values: parsed absl FlagValues defined by `define_flags`.
+
+    Returns:
+        applications.config.ExperimentConfig.
+    """
+    return build_experiment_config(
+        **{field.name: flag_values[field.name].value for _, field, _ in flag_fields()}
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"Error: unexpected arguments {argv[1:]}; every option is a --flag.")
     try:
-        config = build_experiment_config(
-            **{field.name: FLAGS[field.name].value for _, field, _ in flag_fields()}
-        )
-        run_experiment(config)
+        run_experiment(config_from_flags())
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         # Bad data, weights or flag combinations found past flag parsing: the message names the
         # file or flag and the fix; the traceback stays available with --verbosity=1.

@@ -1,0 +1,94 @@
+"""The typed configuration: each rule stated once in a field, checked with the flag's name."""
+
+import dataclasses
+
+import pytest
+
+from applications.config import (
+    CROSS_FIELD_RULES,
+    GROUPS,
+    ExperimentConfig,
+    build_experiment_config,
+    field_value_type,
+    flag_fields,
+)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(epoch_num=0), "--epoch_num must be at least 1; got 0."),
+        (dict(image_height=16), "--image_height must be at least 32; got 16."),
+        (dict(random_erasing_probability=1.5), "--random_erasing_probability must be at most"),
+        (dict(last_stride=3), "--last_stride must be one of 1, 2; got 3."),
+        (dict(pooling_mode="Mean"), "--pooling_mode must be one of Average, Max, GeM"),
+        (dict(regularization_mode="weight_decay"), "--regularization_mode must be one of l2,"),
+        (dict(label_smoothing=1.0), "--label_smoothing must be in [0, 1)"),
+        (dict(gem_initial_power=0.0), "--gem_initial_power must be above 0"),
+        (dict(testing_size=1.5), "--testing_size must be 0 (no test evaluation)"),
+        (dict(testing_size=-0.5), "--testing_size must be 0 (no test evaluation)"),
+        (dict(pretrained_model_file_path="/nonexistent.h5"), "--pretrained_model_file_path"),
+        (dict(evaluation_only=True), "--evaluation_only needs --pretrained_model_file_path"),
+        (dict(min_value=1.0, max_value=1.0), "--min_value must be below --max_value"),
+        (dict(epoch_num=True), "--epoch_num must be int; got True."),
+        (dict(seed="0"), "--seed must be int"),
+        (dict(combined_dataset_names="Market1501"), "--combined_dataset_names must be comma"),
+        (dict(epoch_numbers=3), "Unknown option(s): epoch_numbers."),
+    ],
+)
+def test_a_broken_rule_is_one_message_naming_the_flag(values, message):
+    with pytest.raises(ValueError) as raised:
+        build_experiment_config(**values)
+    assert str(raised.value).startswith(message)
+
+
+def test_allowed_edge_values_and_conversions(tmp_path):
+    weights_file_path = tmp_path / "model.h5"
+    weights_file_path.write_bytes(b"")
+    config = build_experiment_config(
+        testing_size=0,  # test evaluation off
+        epoch_num=1,
+        image_height=32,
+        random_erasing_probability=1,
+        learning_rate_base=1,  # an int for a float flag becomes a float
+        min_value=1.0,
+        max_value=0.0,
+        use_feature_clipping=False,  # the bounds only matter when clipping
+        combined_dataset_names=["Market1501", "MSMT17"],
+        pretrained_model_file_path=str(weights_file_path),
+    )
+    assert config.data.testing_size == 0.0 and isinstance(config.data.testing_size, float)
+    assert isinstance(config.training.learning_rate_base, float)
+    assert config.training.random_erasing_probability == 1.0
+    assert config.data.combined_dataset_names == ("Market1501", "MSMT17")
+    assert build_experiment_config(testing_size=7).data.testing_size == 7.0
+    assert build_experiment_config(workers=None).training.workers is None
+
+
+def test_flat_values_round_trip_and_every_field_is_documented():
+    config = build_experiment_config(epoch_num=3, last_stride=2, regularization_mode="none")
+    flat = config.to_flat()
+    assert len(flat) == len(flag_fields())  # flag names are unique across groups
+    assert build_experiment_config(**flat) == config
+    assert flat["epoch_num"] == 3 and flat["last_stride"] == 2
+    for _, field, annotation in flag_fields():
+        metadata = field.metadata
+        assert metadata["help"].strip(), field.name
+        value_type, optional = field_value_type(annotation)
+        assert value_type in (int, float, bool, str, tuple), field.name
+        if field.default is None:
+            assert optional, field.name
+        if metadata["choices"] is not None:
+            assert field.default in metadata["choices"], field.name
+    names = {field.name for _, group in GROUPS for field in dataclasses.fields(group)}
+    for rule in CROSS_FIELD_RULES:
+        assert set(rule.names) <= names
+
+
+def test_defaults_are_the_flags_documented_values():
+    config = ExperimentConfig()
+    assert config.model.last_stride == 1  # FlipReID's
+    assert config.model.regularization_mode == "l2"
+    assert config.data.testing_size == 1.0
+    assert config.training.workers is None
+    assert config.data.combined_dataset_names == ("Market1501", "DukeMTMC_reID")
