@@ -524,6 +524,37 @@ class EvaluationConfig(_Group):
         "Results go to <output_folder_path>/<dataset>_<backbone>/; an existing folder is never "
         "overwritten: a numbered folder beside it is used instead.",
     )
+    visualize_ranked_lists: int = option(
+        0,
+        "After the final evaluation, draw the ranked lists of N queries spread over the query "
+        "list (the query and its top-10 gallery images; green correct, red wrong, grey junk, "
+        "with distances) into <run>/ranked_lists/, and the CMC curve (ranks 1-50) into "
+        "<run>/cmc_curve.png and cmc_curve.csv. 0: none.",
+        lower_bound=0,
+    )
+    export_folder_path: str | None = option(
+        None,
+        "At the end of training (or of --evaluation_only), export the inference model with the "
+        "saved weights for serving into this folder: saved_model/ (TF Serving) and model.onnx "
+        "(onnxruntime), taking uint8 RGB images of any size. Both are checked against "
+        "TensorFlow on real images (max abs difference <= 1e-4).",
+        rule=(
+            lambda value: (
+                not value
+                or not any(
+                    os.path.exists(os.path.join(value, name))
+                    for name in ("saved_model", "model.onnx", "export_config.json")
+                )
+            ),
+            "must not already hold an export (saved_model/, model.onnx, export_config.json); "
+            "pass a new folder",
+        ),
+    )
+    export_with_flipping: bool = option(
+        True,
+        "Put flip averaging (each embedding averaged with the mirrored image's) into the "
+        "exported graph, as --use_horizontal_flipping_in_evaluation does; twice the serving cost.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,6 +608,12 @@ CROSS_FIELD_RULES = (
         ),
         "--learning_rate_mode exponential needs --epoch_num at least "
         "--exponential_decay_start_epoch (AlignedReID: 150 and 76).",
+    ),
+    CrossFieldRule(
+        ("visualize_ranked_lists", "testing_size"),
+        lambda v: not v["visualize_ranked_lists"] or v["testing_size"] != 0,
+        "--visualize_ranked_lists draws test-set rankings, which --testing_size 0 turns off: "
+        "pass a --testing_size above 0 or --visualize_ranked_lists 0.",
     ),
     CrossFieldRule(
         ("use_feature_clipping", "min_value", "max_value"),

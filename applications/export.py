@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from applications.backend import tf
+from applications.feature_extractor import embedding_model
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
@@ -52,7 +53,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, inference_model, image_height, image_width, use_horizontal_flipping):
         super().__init__(name="flipreid_serving")
-        self.inference_model = inference_model
+        self.inference_model = embedding_model(inference_model)
         self.image_height = int(image_height)
         self.image_width = int(image_width)
         self.use_horizontal_flipping = bool(use_horizontal_flipping)
@@ -252,3 +253,39 @@ def format_export_summary(summary):
             f"SavedModel {summary['saved_model_max_abs_difference']:.2e}",
         ]
     )
+
+
+def export_for_serving(
+    inference_model,
+    export_folder_path,
+    *,
+    image_height,
+    image_width,
+    export_with_flipping=True,
+    parity_image_file_paths,
+):
+    """Exports a run's inference model and prints where it went and the parity check's numbers.
+
+    Args:
+        inference_model: keras model with the weights to serve.
+        export_folder_path: str, a folder without an export yet.
+        image_height: int, the model's input height.
+        image_width: int, the model's input width.
+        export_with_flipping: bool, flip averaging inside the exported graph.
+        parity_image_file_paths: str paths of real images (e.g. the query set); up to
+            DEFAULT_NUM_PARITY_IMAGES of one size are used.
+
+    Returns:
+        dict, see export_inference_model.
+    """
+    print(f"\nExporting the inference model to {export_folder_path} ...")
+    summary = export_inference_model(
+        inference_model,
+        export_folder_path,
+        image_height=image_height,
+        image_width=image_width,
+        use_horizontal_flipping=export_with_flipping,
+        parity_images=read_parity_images(parity_image_file_paths),
+    )
+    print(format_export_summary(summary))
+    return summary

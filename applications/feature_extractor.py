@@ -26,6 +26,17 @@ IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _NUM_NAMED_FILES = 5
 
 
+def embedding_model(inference_model):
+    """The inference model reduced to its embedding output (B, D), sharing its weights.
+
+    With AlignedReID's local branch the inference model has a second output, the local
+    features; search, pictures and serving use the embedding alone.
+    """
+    if len(inference_model.outputs) == 1:
+        return inference_model
+    return keras.Model(inference_model.inputs, inference_model.outputs[0], name="embedding_model")
+
+
 def list_image_files(folder_path):
     """The image files under a folder, recursively, sorted.
 
@@ -123,7 +134,7 @@ class FeatureExtractor:
     Args:
         weights_path: str, inference_model.h5 or training_model.h5 from a run folder.
         model_config_path: str or None, the model_config.json to build the model from (None: the
-            one beside weights_path).
+            one beside weights_path, or in the folder above for model_<i>/ weights).
         use_horizontal_flipping: bool or None, average each embedding with that of the mirrored
             image (None: the run's --use_horizontal_flipping_in_evaluation, else True).
         batch_size: int, images per forward pass.
@@ -149,6 +160,13 @@ class FeatureExtractor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         run_folder_path = os.path.dirname(os.path.abspath(weights_path))
+        if not model_config_path and not os.path.isfile(
+            os.path.join(run_folder_path, "model_config.json")
+        ):
+            # Runs of several models keep each model's weights in model_<i>/ below the run.
+            parent_folder_path = os.path.dirname(run_folder_path)
+            if os.path.isfile(os.path.join(parent_folder_path, "model_config.json")):
+                run_folder_path = parent_folder_path
         config_folder_path = (
             os.path.dirname(os.path.abspath(model_config_path))
             if model_config_path
@@ -172,6 +190,7 @@ class FeatureExtractor:
                 load_model_weights(training_model, weights_path)
             except ValueError:
                 raise inference_error from None
+        self.inference_model = embedding_model(self.inference_model)
         self.feature_dimension = int(self.inference_model.output_shape[-1])
         self._forward = tf.function(
             self._embed_batch,

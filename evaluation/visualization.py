@@ -314,7 +314,8 @@ def write_evaluation_pictures(
         g_pids: int (num_gallery,).
         q_camids: int (num_query,).
         g_camids: int (num_gallery,).
-        output_folder_path: str, the run folder; ranked lists go to its ranked_lists/.
+        output_folder_path: str, the run folder (created if needed); ranked lists go to its
+            ranked_lists/.
         num_ranked_lists: int, queries to draw (0: none).
         cmc_config: str, the CMC protocol.
         label: str, the curve's legend label.
@@ -322,6 +323,7 @@ def write_evaluation_pictures(
     Returns:
         dict with cmc_curve_file_path, ranked_list_file_paths and num_unreadable_images.
     """
+    os.makedirs(output_folder_path, exist_ok=True)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
     cmc, _ = compute_CMC_mAP(
