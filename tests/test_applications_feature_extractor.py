@@ -16,11 +16,7 @@ from applications.feature_extractor import (
     load_features,
 )
 from applications.model import build_flipreid_models
-
-try:  # evaluation/features.py is moving to applications/model_evaluation.py.
-    from applications.model_evaluation import extract_features
-except ImportError:
-    from evaluation.features import extract_features
+from applications.model_evaluation import extract_features
 
 MODEL_CONFIG = dict(
     backbone_name="resnet18",
