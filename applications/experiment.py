@@ -13,11 +13,8 @@ package's public function with keyword arguments named like the flags:
 
 import dataclasses
 import functools
-import inspect
 import os
 import time
-
-from absl import logging
 
 from applications.aligned_model_evaluation import (
     evaluate_models,
@@ -33,11 +30,9 @@ from applications.distribution import (
     is_chief,
     prepare_dataset_for_strategy,
 )
-from applications.export import export_for_serving
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
 from applications.mutual_learning import build_mutual_learning_models, save_each_model_weights
-from applications.result_pictures import write_result_pictures
 from applications.run_state import (
     RunState,
     atomic_save_weights,
@@ -46,17 +41,13 @@ from applications.run_state import (
     open_run_folder,
 )
 from applications.training import fit_in_stages, stage_name
+from applications.weights import load_model_weights
 from applications.weights_file import check_weights_file, check_weights_file_readable
 from callbacks import EvaluationCallback, GeMPowerLogger, HistoryLogger
 from callbacks.nan_guard import NaNGuard
 from callbacks.resume_checkpoint import RunStateCheckpoint
 from datasets import load_dataset, select_testing_subset
 from datasets.pipeline import build_training_dataset, compute_steps_per_epoch
-
-try:  # load_model_weights is moving from applications.model to applications.weights.
-    from applications.weights import load_model_weights
-except ImportError:  # pragma: no cover - before the move
-    from applications.model import load_model_weights
 
 # Counts and speed are printed with each evaluation but kept out of the per-epoch logs.
 _UNLOGGED_KEYS = (
@@ -158,16 +149,6 @@ def regularization_settings(regularization_mode, **factors):
     )
 
 
-def _accepted_keywords(function, **keywords):
-    """The keywords `function` accepts: lets options reach builders whose new arguments are
-    still being added in parallel, without breaking the older signature."""
-    parameters = inspect.signature(function).parameters
-    accepted = {name: value for name, value in keywords.items() if name in parameters}
-    for name in keywords.keys() - accepted.keys():
-        logging.warning("%s does not take %s yet; its default is used.", function.__name__, name)
-    return accepted
-
-
 def _write_json(file_path, content):
     # Atomic: a run killed while writing never leaves half a file.
     atomic_write_json(file_path, content)
@@ -227,8 +208,8 @@ def _build_models(config, num_identities, strategy):
         min_value=model.min_value if model.use_feature_clipping else None,
         max_value=model.max_value if model.use_feature_clipping else None,
         use_horizontal_flipping_inside_model=model.use_horizontal_flipping_inside_model,
+        last_stride=model.last_stride,
     )
-    model_config.update(_accepted_keywords(build_flipreid_models, last_stride=model.last_stride))
     if model.use_local_branch:
         model_config.update(use_local_branch=True, local_feature_dim=model.local_feature_dim)
     with strategy.scope():
@@ -297,11 +278,7 @@ def _train(
         patch_replacement_probability=training.patch_replacement_probability,
         random_erasing_probability=training.random_erasing_probability,
         seed=training.seed,
-        **(
-            _accepted_keywords(build_training_dataset, num_workers=training.workers)
-            if training.workers is not None
-            else {}
-        ),
+        num_workers=training.workers,
     )
 
     def training_images(initial_batch_index):
@@ -586,50 +563,8 @@ def _run_experiment(config, opened):
                     f"{final_metrics['mAP']:.2%} (trained)."
                 )
 
-    # Pictures and export show one model: the first one of a --model_num run.
-    shown_model = inference_model[0] if isinstance(inference_model, list) else inference_model
-    if chief and evaluation.visualize_ranked_lists and query is not None:
-        pictures = write_result_pictures(
-            shown_model,
-            query,
-            gallery,
-            output_folder_path,
-            visualize_ranked_lists=evaluation.visualize_ranked_lists,
-            image_height=model.image_height,
-            image_width=model.image_width,
-            testing_batch_size=evaluation.testing_batch_size,
-            use_horizontal_flipping_in_evaluation=evaluation.use_horizontal_flipping_in_evaluation,
-            distance_metric=evaluation.distance_metric,
-            cmc_config=evaluation.cmc_config,
-            label=os.path.basename(output_folder_path),
-        )
-        print(
-            f"Ranked lists of {len(pictures['ranked_list_file_paths'])} queries: "
-            f"{os.path.join(output_folder_path, 'ranked_lists')}; CMC curve: "
-            f"{pictures['cmc_curve_file_path']}"
-        )
-
     results["wall_time_seconds"] = time.perf_counter() - start_time
     _write_json(os.path.join(output_folder_path, "metrics.json"), results)
-    if chief and evaluation.export_folder_path:
-        # After metrics.json, so that a failed export never loses the run's results.
-        saved_weights_file_path = os.path.join(
-            output_folder_path,
-            "model_1" if isinstance(inference_model, list) else "",
-            "inference_model.h5",
-        )
-        if not evaluation.evaluation_only and os.path.isfile(saved_weights_file_path):
-            # Serve what the run saved (the best epoch's weights), not the last epoch's.
-            load_model_weights(shown_model, saved_weights_file_path)
-        results["export"] = export_for_serving(
-            shown_model,
-            evaluation.export_folder_path,
-            image_height=model.image_height,
-            image_width=model.image_width,
-            export_with_flipping=evaluation.export_with_flipping,
-            parity_image_file_paths=(dataset.train if query is None else query)["image_file_path"],
-        )
-        _write_json(os.path.join(output_folder_path, "metrics.json"), results)
     run.mark_completed()
     print(f"Done in {results['wall_time_seconds']:.0f} s. Results: {run.run_folder_path}")
     return ExperimentOutcome(output_folder_path, results)
