@@ -30,9 +30,11 @@ from applications.distribution import (
     is_chief,
     prepare_dataset_for_strategy,
 )
+from applications.export import export_for_serving
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
 from applications.mutual_learning import build_mutual_learning_models, save_each_model_weights
+from applications.result_pictures import write_result_pictures
 from applications.run_state import (
     RunState,
     atomic_save_weights,
@@ -563,8 +565,50 @@ def _run_experiment(config, opened):
                     f"{final_metrics['mAP']:.2%} (trained)."
                 )
 
+    # Pictures and export show one model: the first one of a --model_num run.
+    shown_model = inference_model[0] if isinstance(inference_model, list) else inference_model
+    if chief and evaluation.visualize_ranked_lists and query is not None:
+        pictures = write_result_pictures(
+            shown_model,
+            query,
+            gallery,
+            output_folder_path,
+            visualize_ranked_lists=evaluation.visualize_ranked_lists,
+            image_height=model.image_height,
+            image_width=model.image_width,
+            testing_batch_size=evaluation.testing_batch_size,
+            use_horizontal_flipping_in_evaluation=evaluation.use_horizontal_flipping_in_evaluation,
+            distance_metric=evaluation.distance_metric,
+            cmc_config=evaluation.cmc_config,
+            label=os.path.basename(output_folder_path),
+        )
+        print(
+            f"Ranked lists of {len(pictures['ranked_list_file_paths'])} queries: "
+            f"{os.path.join(output_folder_path, 'ranked_lists')}; CMC curve: "
+            f"{pictures['cmc_curve_file_path']}"
+        )
+
     results["wall_time_seconds"] = time.perf_counter() - start_time
     _write_json(os.path.join(output_folder_path, "metrics.json"), results)
+    if chief and evaluation.export_folder_path:
+        # After metrics.json, so that a failed export never loses the run's results.
+        saved_weights_file_path = os.path.join(
+            output_folder_path,
+            "model_1" if isinstance(inference_model, list) else "",
+            "inference_model.h5",
+        )
+        if not evaluation.evaluation_only and os.path.isfile(saved_weights_file_path):
+            # Serve what the run saved (the best epoch's weights), not the last epoch's.
+            load_model_weights(shown_model, saved_weights_file_path)
+        results["export"] = export_for_serving(
+            shown_model,
+            evaluation.export_folder_path,
+            image_height=model.image_height,
+            image_width=model.image_width,
+            export_with_flipping=evaluation.export_with_flipping,
+            parity_image_file_paths=(dataset.train if query is None else query)["image_file_path"],
+        )
+        _write_json(os.path.join(output_folder_path, "metrics.json"), results)
     run.mark_completed()
     print(f"Done in {results['wall_time_seconds']:.0f} s. Results: {run.run_folder_path}")
     return ExperimentOutcome(output_folder_path, results)
