@@ -12,7 +12,8 @@ With one global branch and no regions (AlignedReID's model) the sums have one te
 gradient of loss_1 + ... + loss_N with respect to model i's weights is that of loss_i alone (the
 others see model i only through stop-gradients), so one tape and one optimizer over all weights
 train each model on its own loss; Adam keeps per-variable state, so this equals N optimizers with
-the same settings. With several GPUs, model i's forward pass is placed on GPU i mod the count.
+the same settings. With several GPUs and no distribution strategy, model i's forward pass is
+placed on GPU i mod the count.
 """
 
 import os
@@ -169,10 +170,13 @@ class MutualLearningModel(keras.Model):
         Returns:
             dict name -> float32 scalar.
         """
+        # Model i on GPU i (mod the count), as AlignedReID places them; a distribution
+        # strategy places replicas itself, so its placement is left alone.
         devices = tf.config.list_logical_devices("GPU")
+        place = len(devices) > 1 and not tf.distribute.has_strategy()
         per_model, outputs = [], []
         for index, training_model in enumerate(self.training_models):
-            device = devices[index % len(devices)].name if len(devices) > 1 else None
+            device = devices[index % len(devices)].name if place else None
             with tf.device(device):
                 model_values, model_outputs = training_model.compute_losses_and_outputs(
                     images, labels, training
