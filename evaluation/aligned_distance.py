@@ -74,11 +74,14 @@ def _recompute_small_entries(half_distances, query_rows, gallery_rows, query_nor
     ||a||^2 + ||b||^2 - 2 <a, b> loses its relative accuracy when d is small compared with the
     norms (near-identical stripes: about sqrt(eps) * ||a|| absolute error in d instead of 0).
     Entries below a bound a few hundred times the rounding error of the expansion are few, so
-    they are gathered and recomputed as ||a - b||^2 / 4; the rest are only clipped at 0.
+    they are gathered and recomputed as ||a - b||^2 / 4; negative ones are clipped at 0. Most
+    blocks have none, which one pass computing the minimum shows.
     """
     dtype = half_distances.dtype.type
     rounding = np.finfo(half_distances.dtype).eps * np.sqrt(query_rows.shape[1])
     bound = dtype(256.0 * rounding * (query_norms.max() + gallery_norms.max()))
+    if half_distances.min() >= bound:
+        return
     flat = half_distances.reshape(-1)
     suspicious = np.flatnonzero(flat < bound)
     num_columns = half_distances.shape[1]
@@ -95,18 +98,25 @@ def _element_distances(query, gallery):
     """tanh(d_ij / 2) for every stripe pair of a block, laid out (H, m, H, n)."""
     query_stripes, query_norms = query
     gallery_stripes, gallery_norms = gallery
-    num_query, num_stripes, _ = query_stripes.shape
+    num_query, num_stripes, channels = query_stripes.shape
     num_gallery = gallery_stripes.shape[0]
-    dtype = query_stripes.dtype.type
+    dtype = query_stripes.dtype
     # Stripe-major rows: the product's (a, p, b, q) entry is <x_p stripe a, y_q stripe b>, so the
     # cell (a, b) of every pair is one (m, n) sub-block.
-    query_rows = query_stripes.transpose(1, 0, 2).reshape(num_stripes * num_query, -1)
-    gallery_rows = gallery_stripes.transpose(1, 0, 2).reshape(num_stripes * num_gallery, -1)
-    # (d / 2)^2 = ||a||^2 / 4 + ||b||^2 / 4 - <a, b> / 2, so tanh(d / 2) needs no extra scaling.
-    half_distances = query_rows @ gallery_rows.T
-    half_distances *= dtype(-0.5)
-    half_distances += query_norms.T.reshape(-1)[:, None]
-    half_distances += gallery_norms.T.reshape(-1)[None, :]
+    query_rows = query_stripes.transpose(1, 0, 2).reshape(num_stripes * num_query, channels)
+    gallery_rows = gallery_stripes.transpose(1, 0, 2).reshape(num_stripes * num_gallery, channels)
+    # (d / 2)^2 = -<a, b> / 2 + ||a||^2 / 4 + ||b||^2 / 4 (so tanh(d / 2) needs no scaling) is
+    # one matrix product of rows extended by two columns, [-a / 2, ||a||^2 / 4, 1] and
+    # [b, 1, ||b||^2 / 4]: no separate passes over the block to add the norms.
+    query_extended = np.empty((query_rows.shape[0], channels + 2), dtype=dtype)
+    np.multiply(query_rows, dtype.type(-0.5), out=query_extended[:, :channels])
+    query_extended[:, channels] = query_norms.T.reshape(-1)
+    query_extended[:, channels + 1] = 1.0
+    gallery_extended = np.empty((gallery_rows.shape[0], channels + 2), dtype=dtype)
+    gallery_extended[:, :channels] = gallery_rows
+    gallery_extended[:, channels] = 1.0
+    gallery_extended[:, channels + 1] = gallery_norms.T.reshape(-1)
+    half_distances = query_extended @ gallery_extended.T
     _recompute_small_entries(half_distances, query_rows, gallery_rows, query_norms, gallery_norms)
     np.sqrt(half_distances, out=half_distances)
     np.tanh(half_distances, out=half_distances)
