@@ -21,6 +21,9 @@ from applications.mutual_learning import (
     compute_mutual_losses,
 )
 
+# Building four resnet18 models takes most of a minute on a 2-core CPU.
+pytestmark = pytest.mark.slow
+
 IMAGE_HEIGHT, IMAGE_WIDTH, NUM_IDENTITIES, LOCAL_DIM = 64, 32, 4, 16
 
 
