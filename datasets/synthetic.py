@@ -354,7 +354,8 @@ def load_synthetic(
 
     Args:
         root_folder_path: Cache folder for generated datasets (or a generated folder itself).
-        synthetic_options: Keyword arguments of ``generate_synthetic_dataset`` (sizes, seed);
+        synthetic_options: Keyword arguments of ``generate_synthetic_dataset`` (sizes,
+            difficulty, twin_fraction, seed);
             missing ones take ``SYNTHETIC_DEFAULT_OPTIONS``.
         verify_images: Decode every image and skip undecodable ones.
 
