@@ -161,7 +161,13 @@ def is_chief(strategy):
 
 def describe_strategy(strategy):
     """A one-line description for the user, e.g. "MirroredStrategy over 2 replicas"."""
-    return f"{type(strategy).__name__} over {strategy.num_replicas_in_sync} replica(s)"
+    # TensorFlow's class behind MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy.
+    name = (
+        "MultiWorkerMirroredStrategy"
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        else type(strategy).__name__
+    )
+    return f"{name} over {strategy.num_replicas_in_sync} replica(s)"
 
 
 def check_batch_composition(

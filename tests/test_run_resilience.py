@@ -171,6 +171,7 @@ def test_mirrored_run_on_two_logical_cpu_devices_finishes_with_metrics(tmp_path)
         "--steps_per_epoch=2",
         "--distribution_strategy=mirrored",
         "--cpu_logical_devices=2",
+        "--identity_num_per_batch=4",  # 2 whole identities per replica
         "--noevaluate_before_training",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -187,7 +188,12 @@ def test_two_worker_run_on_localhost_finishes_with_metrics_written_by_the_chief(
             probe.bind(("localhost", 0))
             ports.append(probe.getsockname()[1])
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
-    flags = ["--epoch_num=1", "--steps_per_epoch=2", "--distribution_strategy=multi_worker"]
+    flags = [
+        "--epoch_num=1",
+        "--steps_per_epoch=2",
+        "--distribution_strategy=multi_worker",
+        "--identity_num_per_batch=4",  # 2 whole identities per worker
+    ]
     processes = [
         subprocess.Popen(
             _command(tmp_path, *flags, "--noevaluate_before_training"),
