@@ -601,6 +601,15 @@ CROSS_FIELD_RULES = (
         "pass one model's file (e.g. outputs/<run>/model_1/training_model.h5) with --model_num 1.",
     ),
     CrossFieldRule(
+        ("model_num", "export_folder_path", "visualize_ranked_lists"),
+        lambda v: (
+            v["model_num"] == 1 or not (v["export_folder_path"] or v["visualize_ranked_lists"])
+        ),
+        "--export_folder_path and --visualize_ranked_lists work on one model: after training with "
+        "--model_num above 1, rerun with --model_num 1 --evaluation_only "
+        "--pretrained_model_file_path outputs/<run>/model_<i>/training_model.h5.",
+    ),
+    CrossFieldRule(
         ("learning_rate_mode", "epoch_num", "exponential_decay_start_epoch"),
         lambda v: (
             v["learning_rate_mode"] != "exponential"

@@ -134,3 +134,8 @@ def test_model_num_with_saved_weights_is_refused():
         build_experiment_config(
             model_num=2, evaluation_only=True, pretrained_model_file_path=__file__
         )
+
+
+def test_export_and_pictures_of_several_models_are_refused():
+    with pytest.raises(ValueError, match="--model_num 1 --evaluation_only"):
+        build_experiment_config(model_num=2, visualize_ranked_lists=3)
