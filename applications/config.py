@@ -610,6 +610,12 @@ CROSS_FIELD_RULES = (
         "--pretrained_model_file_path outputs/<run>/model_<i>/training_model.h5.",
     ),
     CrossFieldRule(
+        ("model_num", "resume", "resume_from"),
+        lambda v: v["model_num"] == 1 or not (v["resume"] or v["resume_from"]),
+        "--resume and --resume_from continue single-model runs; a --model_num run above 1 "
+        "cannot be resumed yet: start it again.",
+    ),
+    CrossFieldRule(
         ("learning_rate_mode", "epoch_num", "exponential_decay_start_epoch"),
         lambda v: (
             v["learning_rate_mode"] != "exponential"
