@@ -210,3 +210,18 @@ def test_arrays_that_are_not_rgb_are_refused(run_folder):
         extractor([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)])
     with pytest.raises(ValueError, match="not a mixture"):
         extractor(["a.jpg", np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_weights_of_one_model_of_several_find_the_runs_config(run_folder, image_folder):
+    folder, _ = run_folder
+    _, arrays, _ = image_folder
+    # A --model_num run keeps model_<i>/inference_model.h5 below its model_config.json.
+    (folder / "model_1").mkdir(exist_ok=True)
+    model_weights = folder / "model_1" / "inference_model.h5"
+    model_weights.write_bytes((folder / "inference_model.h5").read_bytes())
+
+    features = FeatureExtractor(model_weights)(arrays[:2])
+
+    np.testing.assert_array_equal(
+        features, FeatureExtractor(folder / "inference_model.h5")(arrays[:2])
+    )
