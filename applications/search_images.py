@@ -101,7 +101,10 @@ def _define_flags():
         "re-ranking (Zhong et al. 2017).",
     )
     flags.DEFINE_integer(
-        "re_ranking_candidates", 100, "search: results per query that re-ranking re-orders."
+        "re_ranking_candidates",
+        100,
+        "search: results per query that re-ranking re-orders.",
+        lower_bound=1,
     )
     flags.DEFINE_string(
         "results_file_path",
