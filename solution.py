@@ -78,8 +78,13 @@ def config_from_flags(flag_values=FLAGS):
     Returns:
         applications.config.ExperimentConfig.
     """
+    # Only the flags given on the command line: the others take the recipe's defaults.
     return build_experiment_config(
-        **{field.name: flag_values[field.name].value for _, field, _ in flag_fields()}
+        **{
+            field.name: flag_values[field.name].value
+            for _, field, _ in flag_fields()
+            if flag_values[field.name].present
+        }
     )
 
 

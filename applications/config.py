@@ -38,6 +38,58 @@ from evaluation.metrics import CMC_CONFIGS
 
 REPOSITORY_FOLDER_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGULARIZATION_MODES = ("l2", "decoupled", "none")
+RECIPE_NAMES = ("auto", "random_init", "flipreid")
+FLIPREID_BACKBONES = ("resnet50", "ibn_resnet50", "resnesta50")
+# FlipReID's flag defaults (nixingyang/FlipReID, release 1.0.0, solution.py) where ours differ;
+# "random_init" is the fields' own defaults. FlipReID always starts from ImageNet weights and
+# trains until stopped (epoch_num 10**6); its README's commands pass --epoch_num 200.
+RECIPE_DEFAULTS = {
+    "random_init": {},
+    "flipreid": {
+        "pretrained": True,
+        "image_height": 384,
+        "image_width": 128,
+        "last_stride": 1,
+        "region_num": 2,
+        "pooling_mode": "GeM",
+        "gem_initial_power": 1.0,
+        "use_feature_clipping": True,
+        "min_value": 0.0,
+        "max_value": 1.0,
+        "regularization_mode": "l2",
+        "use_horizontal_flipping_inside_model": False,
+        "freeze_backbone_for_N_epochs": 20,
+        "steps_per_epoch": 200,
+        "epoch_num": 200,
+        "learning_rate_mode": "default",
+        "learning_rate_start": 2e-4,
+        "learning_rate_end": 2e-4,
+        "learning_rate_base": 2e-4,
+        "learning_rate_warmup_epochs": 10,
+        "learning_rate_steady_epochs": 30,
+        "learning_rate_drop_factor": 10.0,
+        "learning_rate_lower_bound": 2e-6,
+        "evaluate_testing_every_N_epochs": 10,
+        "use_horizontal_flipping_in_evaluation": False,
+    },
+}
+
+
+def resolve_recipe(recipe, backbone_model_name):
+    """The recipe whose defaults apply: "auto" follows the backbone.
+
+    Args:
+        recipe: str, one of RECIPE_NAMES.
+        backbone_model_name: str, the backbone the run uses.
+
+    Returns:
+        "random_init" or "flipreid".
+    """
+    if recipe != "auto":
+        return recipe
+    return "flipreid" if backbone_model_name in FLIPREID_BACKBONES else "random_init"
+
+
 MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -213,6 +265,16 @@ class DataConfig(_Group):
 class ModelConfig(_Group):
     """The network: backbone, branches, pooling, clipping, regularisation, flip structure."""
 
+    recipe: str = option(
+        "auto",
+        "Defaults of the flags you do not set. random_init: what measured best from random "
+        "weights on a CPU (README, Learning); flipreid: FlipReID's own defaults (ImageNet "
+        "weights, 384x128, 20 frozen epochs, 10 warm-up epochs at 2e-4, clipping to [0, 1], L2, "
+        "200 steps per epoch...), so its README's command lines mean what they meant there; "
+        "auto: flipreid for FlipReID's backbones (resnet50, ibn_resnet50, resnesta50), "
+        "random_init for resnet18. Flags you set always win.",
+        choices=RECIPE_NAMES,
+    )
     backbone_model_name: str = option(
         "resnet18",
         "Backbone from tf2cv. FlipReID uses resnet50, ibn_resnet50 or resnesta50; resnet18 is the "
@@ -248,22 +310,26 @@ class ModelConfig(_Group):
         "GeM", "Global pooling of every branch.", choices=tuple(POOLING_LAYER_BUILDERS)
     )
     gem_initial_power: float = option(
-        1.0,
-        "Starting value of the trainable GeM power p; 1.0 (FlipReID) starts as average pooling, "
-        "3.0 is the usual GeM start.",
+        3.0,
+        "Starting value of the trainable GeM power p: 3.0 is the usual GeM start; 1.0 "
+        "(FlipReID) starts as average pooling.",
         rule=(lambda value: value > 0, "must be above 0"),
     )
     use_feature_clipping: bool = option(
-        True, "Clip the pooled features to [--min_value, --max_value], as FlipReID does."
+        False,
+        "Clip the pooled features to [--min_value, --max_value], as FlipReID does (FlipReID: on). "
+        "Off by default: from random weights many pooled activations exceed 1 or sit at 0, where "
+        "clipping leaves them no gradient (see README, Learning).",
     )
     min_value: float = option(0.0, "Lower bound of the feature embeddings when clipping.")
     max_value: float = option(1.0, "Upper bound of the feature embeddings when clipping.")
     regularization_mode: str = option(
-        "l2",
+        "none",
         "How weights are regularised. l2: FlipReID's L2 penalty in the loss with the four "
         "--*_regularization_factor flags; decoupled: AdamW-style weight decay of "
         "--kernel_regularization_factor applied by the optimizer (no L2 term in the loss); "
-        "none: no regularisation.",
+        "none: no regularisation (the default: measured best from random weights on short "
+        "runs; FlipReID: l2).",
         choices=REGULARIZATION_MODES,
     )
     kernel_regularization_factor: float = _non_negative_factor("L2 factor of kernels.")
@@ -276,7 +342,6 @@ class ModelConfig(_Group):
         "horizontal flip, and add the flipping loss (MSE between the two embeddings). "
         "FlipReID's flag defaults to off; its published results use it.",
     )
-
     use_local_branch: bool = option(
         False,
         "AlignedReID's local branch on the global branch's feature map: mean over the width, 1x1 "
@@ -314,7 +379,6 @@ class LossesConfig(_Group):
         1.0, "Weight of the softmax ID loss.", lower_bound=0.0
     )
     flipping_loss_weight: float = option(1.0, "Weight of the flipping loss.", lower_bound=0.0)
-
     local_triplet_loss_weight: float = option(
         1.0,
         "With --use_local_branch: weight of the local triplet loss (AlignedReID -llw).",
@@ -372,16 +436,22 @@ class TrainingConfig(_Group):
         8, "Number of epochs in all (FlipReID trains far longer).", lower_bound=1
     )
     learning_rate_mode: str = option(
-        "default",
-        "Learning-rate schedule over epochs. default: linear warm-up from the lower bound to the "
-        "base, then a drop by --learning_rate_drop_factor every --learning_rate_steady_epochs.",
+        "cosine",
+        "Learning-rate schedule over epochs. cosine (our default): half cosine from "
+        "--learning_rate_start down to --learning_rate_end over --epoch_num. default "
+        "(FlipReID's): linear warm-up from the lower bound to the base, then a drop by "
+        "--learning_rate_drop_factor every --learning_rate_steady_epochs.",
         choices=tuple(LEARNING_RATE_FUNCTIONS),
     )
     learning_rate_start: float = option(
-        2e-4, "Starting learning rate (linear, cosine, warmup).", rule=_POSITIVE
+        3.5e-4,
+        "Starting learning rate (linear, cosine, warmup; FlipReID: 2e-4).",
+        rule=_POSITIVE,
     )
     learning_rate_end: float = option(
-        2e-4, "Ending learning rate (linear, cosine, warmup).", rule=_POSITIVE
+        3.5e-6,
+        "Ending learning rate (linear, cosine, warmup; FlipReID: 2e-4).",
+        rule=_POSITIVE,
     )
     learning_rate_base: float = option(
         1e-3,
@@ -593,6 +663,12 @@ CROSS_FIELD_RULES = (
         "--testing_size above 0.",
     ),
     CrossFieldRule(
+        ("visualize_ranked_lists", "testing_size"),
+        lambda v: not v["visualize_ranked_lists"] or v["testing_size"] != 0,
+        "--visualize_ranked_lists draws test-set rankings, which --testing_size 0 turns off: "
+        "pass a --testing_size above 0 or --visualize_ranked_lists 0.",
+    ),
+    CrossFieldRule(
         ("model_num", "evaluation_only", "pretrained_model_file_path"),
         lambda v: (
             v["model_num"] == 1 or not (v["evaluation_only"] or v["pretrained_model_file_path"])
@@ -623,12 +699,6 @@ CROSS_FIELD_RULES = (
         ),
         "--learning_rate_mode exponential needs --epoch_num at least "
         "--exponential_decay_start_epoch (AlignedReID: 150 and 76).",
-    ),
-    CrossFieldRule(
-        ("visualize_ranked_lists", "testing_size"),
-        lambda v: not v["visualize_ranked_lists"] or v["testing_size"] != 0,
-        "--visualize_ranked_lists draws test-set rankings, which --testing_size 0 turns off: "
-        "pass a --testing_size above 0 or --visualize_ranked_lists 0.",
     ),
     CrossFieldRule(
         ("use_feature_clipping", "min_value", "max_value"),
@@ -691,7 +761,10 @@ def flag_fields():
 
 
 def build_experiment_config(**values):
-    """An ExperimentConfig from flag-named values; the rest keep their defaults.
+    """An ExperimentConfig from flag-named values; the rest take the recipe's defaults.
+
+    Values not given come from the recipe (`--recipe`, see RECIPE_DEFAULTS), then from the
+    fields' own defaults.
 
     Args:
         **values: flag name -> value, e.g. epoch_num=2, dataset_name="Synthetic".
@@ -702,8 +775,14 @@ def build_experiment_config(**values):
     Raises:
         ValueError: an unknown name or a value that breaks a rule (the message names the flag).
     """
+    recipe = resolve_recipe(
+        values.get("recipe", "auto"),
+        values.get("backbone_model_name", ModelConfig.backbone_model_name),
+    )
+    if recipe not in RECIPE_DEFAULTS:
+        raise ValueError(f"--recipe must be one of {', '.join(RECIPE_NAMES)}, got {recipe!r}.")
     groups = {}
-    remaining = dict(values)
+    remaining = {**RECIPE_DEFAULTS[recipe], **values}
     for group_name, group_class in GROUPS:
         names = [field.name for field in dataclasses.fields(group_class)]
         group_values = {name: remaining.pop(name) for name in names if name in remaining}

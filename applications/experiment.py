@@ -22,6 +22,7 @@ from applications.aligned_model_evaluation import (
     metrics_for_json,
 )
 from applications.backend import keras, tf
+from applications.config import resolve_recipe
 from applications.distribution import (
     build_strategy,
     check_batch_composition,
@@ -446,6 +447,11 @@ def _run_experiment(config, opened):
     """
     start_time = time.perf_counter()
     data, model, evaluation = config.data, config.model, config.evaluation
+    recipe = resolve_recipe(model.recipe, model.backbone_model_name)
+    print(
+        f"Recipe {recipe} for {model.backbone_model_name}: the defaults of the flags not given "
+        f"(--recipe; {'FlipReID' if recipe == 'flipreid' else 'training from random weights'})."
+    )
     # Before any TensorFlow operation: logical devices and multi-worker set-up need it.
     strategy = _distribution_strategy(config.training)
     chief = is_chief(strategy)

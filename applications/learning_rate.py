@@ -24,7 +24,12 @@ def linear_learning_rate(epoch_index, *, epoch_num, learning_rate_start, learnin
 
 
 def cosine_learning_rate(epoch_index, *, epoch_num, learning_rate_start, learning_rate_end, **_):
-    """Half cosine from learning_rate_start at epoch 0 down to learning_rate_end at epoch_num-1."""
+    """Half cosine from learning_rate_start at epoch 0 down to learning_rate_end at epoch_num-1.
+
+    A one-epoch run stays at learning_rate_start.
+    """
+    if epoch_num == 1:
+        return learning_rate_start
     amplitude = (learning_rate_start - learning_rate_end) / 2
     middle = (learning_rate_start + learning_rate_end) / 2
     return amplitude * math.cos(math.pi * epoch_index / (epoch_num - 1)) + middle
@@ -156,7 +161,9 @@ def _validate(mode, settings):
                 "staircase_decay_factor must be in (0, 1], got "
                 f"{settings['staircase_decay_factor']!r}."
             )
-    needs_epoch_num = mode in ("linear", "cosine") or (
+    if mode == "cosine" and (epoch_num is None or epoch_num < 1):
+        raise ValueError(f"learning_rate_mode 'cosine' needs epoch_num >= 1, got {epoch_num}.")
+    needs_epoch_num = mode == "linear" or (
         mode == "default" and settings["learning_rate_drop_factor"] == 0
     )
     if needs_epoch_num and (epoch_num is None or epoch_num < 2):

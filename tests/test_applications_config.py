@@ -29,7 +29,10 @@ from applications.config import (
         (dict(testing_size=-0.5), "--testing_size must be 0 (no test evaluation)"),
         (dict(pretrained_model_file_path="/nonexistent.h5"), "--pretrained_model_file_path"),
         (dict(evaluation_only=True), "--evaluation_only needs --pretrained_model_file_path"),
-        (dict(min_value=1.0, max_value=1.0), "--min_value must be below --max_value"),
+        (
+            dict(use_feature_clipping=True, min_value=1.0, max_value=1.0),
+            "--min_value must be below --max_value",
+        ),
         (dict(epoch_num=True), "--epoch_num must be int; got True."),
         (dict(seed="0"), "--seed must be int"),
         (dict(combined_dataset_names="Market1501"), "--combined_dataset_names must be comma"),
@@ -88,7 +91,8 @@ def test_flat_values_round_trip_and_every_field_is_documented():
 def test_defaults_are_the_flags_documented_values():
     config = ExperimentConfig()
     assert config.model.last_stride == 1  # FlipReID's
-    assert config.model.regularization_mode == "l2"
+    assert config.model.regularization_mode == "none"  # measured best from random weights
+    assert config.model.use_feature_clipping is False
     assert config.data.testing_size == 1.0
     assert config.training.workers is None
     assert config.data.combined_dataset_names == ("Market1501", "DukeMTMC_reID")

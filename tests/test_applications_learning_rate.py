@@ -36,6 +36,11 @@ def test_cosine():
     assert function(0) == pytest.approx(1e-3)
     assert function(1) == pytest.approx(5.5e-4)
     assert function(2) == pytest.approx(1e-4)
+    # A one-epoch run (e.g. --epoch_num 1 with the default cosine mode) stays at the start.
+    one_epoch = build_learning_rate_function(
+        "cosine", epoch_num=1, learning_rate_start=1e-3, learning_rate_end=1e-4
+    )
+    assert one_epoch(0) == pytest.approx(1e-3)
 
 
 def test_warmup_ramps_then_holds():

@@ -100,7 +100,7 @@ def test_every_config_field_is_a_flag_with_its_default_help_and_group():
         (["--random_erasing_probability=1.5"], "random_erasing_probability"),
         (["--evaluation_only"], "--pretrained_model_file_path"),
         (["--pretrained_model_file_path=/nonexistent/model.h5"], "--pretrained_model_file_path"),
-        (["--min_value=1", "--max_value=0"], "--nouse_feature_clipping"),
+        (["--use_feature_clipping", "--min_value=1", "--max_value=0"], "--nouse_feature_clipping"),
         (["--workers=0"], "workers"),
     ],
 )
@@ -128,6 +128,15 @@ def test_flipreid_training_command_lines_mean_what_they_meant():
         assert config.model.regularization_mode == "l2"  # FlipReID's L2 term with its factors
         for name in ("kernel", "bias", "gamma", "beta"):
             assert getattr(config.model, f"{name}_regularization_factor") == factor
+    # What the README's lines leave unset takes FlipReID's own defaults (recipe "flipreid").
+    model, training = config.model, config.training
+    assert model.pretrained is True
+    assert (model.image_height, model.image_width, model.last_stride) == (384, 128, 1)
+    assert (model.region_num, model.pooling_mode, model.gem_initial_power) == (2, "GeM", 1.0)
+    assert (model.use_feature_clipping, model.min_value, model.max_value) == (True, 0.0, 1.0)
+    assert training.freeze_backbone_for_N_epochs == 20
+    assert (training.learning_rate_mode, training.learning_rate_warmup_epochs) == ("default", 10)
+    assert config.evaluation.evaluate_testing_every_N_epochs == 10
     # The README's two variants of test evaluation, and FlipReID's own --workers flag.
     assert _parse(f"{FLIPREID_TRAINING} --testing_size 0.5").data.testing_size == 0.5
     assert _parse(f"{FLIPREID_TRAINING} --testing_size 0.0").data.testing_size == 0.0
@@ -149,6 +158,26 @@ def test_flipreid_evaluation_command_line_means_what_it_meant(tmp_path):
     assert evaluation.evaluate_testing_every_N_epochs == 1
     assert config.model.backbone_model_name == "resnesta50"
     assert config.data.testing_size == 1.0
+    # The model it rebuilds is FlipReID's: 384x128, clipped, two stripes.
+    assert (config.model.image_height, config.model.image_width) == (384, 128)
+    assert config.model.use_feature_clipping is True
+
+
+def test_recipe_defaults_follow_the_backbone_and_given_flags_win():
+    default = _parse("python solution.py")
+    assert default.model.recipe == "auto" and default.model.backbone_model_name == "resnet18"
+    assert default.model.use_feature_clipping is False and default.model.pretrained is False
+    assert default.model.regularization_mode == "none"
+    assert default.training.learning_rate_mode == "cosine"
+    flipreid = _parse("python solution.py --backbone_model_name resnet50 --image_height 256")
+    assert flipreid.model.image_height == 256  # given: kept
+    assert flipreid.model.image_width == 128 and flipreid.model.pretrained is True
+    assert flipreid.model.regularization_mode == "l2"
+    own = _parse("python solution.py --backbone_model_name resnet50 --recipe random_init")
+    assert own.model.pretrained is False and own.model.use_feature_clipping is False
+    small = _parse("python solution.py --recipe flipreid --nopretrained")
+    assert small.model.backbone_model_name == "resnet18" and small.model.pretrained is False
+    assert small.training.freeze_backbone_for_N_epochs == 20
 
 
 def run_solution(*arguments, check=True):
