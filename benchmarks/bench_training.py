@@ -105,7 +105,13 @@ def count_forward_flops(training_model, args):
     )
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph=concrete.graph, options=options)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # the v1 profiler warns that it is a v1 API
+    try:
+        profile = tf.compat.v1.profiler.profile(graph=concrete.graph, options=options)
+    finally:
+        logger.setLevel(level)
     return profile.total_float_ops
 
 
@@ -146,7 +152,7 @@ def measure_pipeline(args):
             pixels = rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)
             cv2.imwrite(file_path, cv2.GaussianBlur(pixels, (5, 5), 0))
             file_paths.append(file_path)
-            labels.append(index // 10)
+            labels.append(index // 4)
         dataset = build_training_dataset(
             file_paths,
             labels,
