@@ -3,7 +3,6 @@
 import os
 import threading
 
-import cv2
 import pytest
 
 from applications.backend import tf
