@@ -131,7 +131,8 @@ def draw_ranked_list(
     ):
         if status not in STATUS_COLORS_BGR or status == "query":
             raise ValueError(f"Unknown status {status!r}; use correct, wrong or junk.")
-        entries.append((path, status, f"#{rank}", f"{float(distance):.3f}"))
+        # Three significant digits: well-trained models put the top ranks at distances ~1e-3.
+        entries.append((path, status, f"#{rank}", f"{float(distance):.3g}"))
     num_unreadable = 0
     for position, (path, status, first_line, second_line) in enumerate(entries):
         tile, readable = _read_tile(path, tile_height, tile_width)
@@ -218,7 +219,7 @@ def write_ranked_lists(
         file_path = os.path.join(
             output_folder_path, f"{order + 1:03d}_query{query_index}_{stem}.png"
         )
-        if not cv2.imwrite(file_path, picture):
+        if not cv2.imwrite(file_path, picture, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
             raise OSError(f"Cannot write {file_path}.")
         file_paths.append(file_path)
     return file_paths, num_unreadable
