@@ -36,10 +36,10 @@ def build_flipreid_models(
     pretrained=False,
     pretrained_root=None,
     last_stride=1,
-    kernel_regularization_factor=0.0005,
-    bias_regularization_factor=0.0005,
-    gamma_regularization_factor=0.0005,
-    beta_regularization_factor=0.0005,
+    kernel_regularization_factor=0.0,
+    bias_regularization_factor=0.0,
+    gamma_regularization_factor=0.0,
+    beta_regularization_factor=0.0,
     use_local_branch=False,
     local_feature_dim=128,
 ):
@@ -63,7 +63,8 @@ def build_flipreid_models(
         pretrained_root: folder of tf2cv's weight cache (None: ~/.tensorflow/models).
         last_stride: stride of stage 4's first unit: 1 as in FlipReID (feature map 1/16 of the
             input), or 2 as in pip tf2cv and ImageNet classifiers (1/32). Weights are the same.
-        kernel_regularization_factor: L2 factor of kernels.
+        kernel_regularization_factor: L2 factor of kernels (0: none, as the default
+            --regularization_mode none; FlipReID: 5e-4 for all four factors).
         bias_regularization_factor: L2 factor of biases.
         gamma_regularization_factor: L2 factor of normalization scales.
         beta_regularization_factor: L2 factor of normalization offsets.

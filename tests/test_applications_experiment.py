@@ -41,6 +41,7 @@ def trained_run(tmp_path_factory):
             evaluate_testing_every_N_epochs=1,
             use_re_ranking=True,
             save_data_to_disk=True,
+            regularization_mode="l2",  # FlipReID's L2 term, logged and checked below
         )
     )
     return dict(base_path=base_path, data_path=base_path / "data", outcome=outcome)
@@ -91,7 +92,7 @@ def test_training_writes_every_output(trained_run):
     ):
         assert key in history.columns, key
         assert history[key].notna().all(), key
-    assert (history["regularization_loss"] > 0).all()  # the default l2 mode
+    assert (history["regularization_loss"] > 0).all()  # --regularization_mode l2
     assert any(column.startswith("gem_power_") for column in history.columns)
 
     metrics = json.loads((run_folder_path / "metrics.json").read_text())

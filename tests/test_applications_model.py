@@ -22,7 +22,11 @@ def random_batch(seed=0, batch_size=8):
 
 @pytest.fixture(scope="module")
 def flip_models():
-    return build()
+    # FlipReID's L2 factors, so that the regularization test has a penalty to check.
+    factors = {
+        f"{name}_regularization_factor": 0.0005 for name in ("kernel", "bias", "gamma", "beta")
+    }
+    return build(**factors)
 
 
 @pytest.fixture(scope="module")
