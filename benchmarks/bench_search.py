@@ -24,12 +24,17 @@ flags.DEFINE_bool("quick", False, "A small scale that runs in seconds.")
 FLAGS = flags.FLAGS
 
 
-def _planted_features(num_items, dimension, num_identities, seed):
-    random = np.random.default_rng(seed)
+def _planted_features(num_gallery, num_query, dimension, num_identities):
+    """Gallery and query images of the same identities: noisy copies of shared centres."""
+    random = np.random.default_rng(0)
     centres = random.standard_normal((num_identities, dimension), dtype=np.float32)
-    labels = random.integers(0, num_identities, size=num_items)
-    noise = random.standard_normal((num_items, dimension), dtype=np.float32)
-    return centres[labels] + 0.6 * noise
+
+    def draw(num_items):
+        labels = random.integers(0, num_identities, size=num_items)
+        noise = random.standard_normal((num_items, dimension), dtype=np.float32)
+        return centres[labels] + 0.6 * noise
+
+    return draw(num_gallery), draw(num_query)
 
 
 def _recall(found, expected):
@@ -42,8 +47,7 @@ def main(argv):
     if FLAGS.quick:
         num_gallery, num_query, dimension = 20_000, 200, 256
     num_identities = max(num_gallery // 20, 2)
-    gallery = _planted_features(num_gallery, dimension, num_identities, seed=0)
-    query = _planted_features(num_query, dimension, num_identities, seed=1)
+    gallery, query = _planted_features(num_gallery, num_query, dimension, num_identities)
     print(
         f"Gallery {num_gallery:,} x {dimension}, {num_query:,} queries, top-{FLAGS.top_k}, "
         "cosine distance"
