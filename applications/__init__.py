@@ -1,6 +1,6 @@
-"""Models, losses and learning-rate rules of the FlipReID system.
+"""Models, losses, training, evaluation wiring and the experiment of the FlipReID system.
 
-Import `applications.backend` (or this package) before TensorFlow: it selects legacy Keras.
+Modules that need TensorFlow import `tf` and `keras` from `applications.backend`, which selects
+legacy Keras before TensorFlow loads. Importing this package alone loads no TensorFlow, so the
+NumPy-only `evaluation` package can use `applications.registry`.
 """
-
-from applications import backend  # noqa: F401  (must run before TensorFlow is imported)

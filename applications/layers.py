@@ -5,7 +5,7 @@ embeddings keep full precision and GeM's power stays exact under mixed_bfloat16.
 """
 
 from applications.backend import keras, tf
-from registry import Registry
+from applications.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -8,7 +8,7 @@ whole run.
 import functools
 import math
 
-from registry import Registry
+from applications.registry import Registry
 
 
 def constant_learning_rate(epoch_index, *, learning_rate_start, **_):

@@ -33,7 +33,7 @@ import dataclasses
 
 import numpy as np
 
-from registry import Registry
+from applications.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
