@@ -247,8 +247,9 @@ def main():
         for seed in seeds
     }
     rows = []
-    for seed in seeds:
-        for name in names:
+    # Configuration by configuration, both seeds each, so a stopped run has whole rows.
+    for name in names:
+        for seed in seeds:
             row = run_configuration(name, CONFIGURATIONS[name], datasets[seed], seed, args)
             rows.append(row)
             print(
