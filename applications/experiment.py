@@ -34,6 +34,7 @@ from applications.distribution import (
 from applications.export import export_for_serving
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
+from applications.model_evaluation import SKIPPED_GALLERY_KEY, SKIPPED_QUERY_KEY
 from applications.mutual_learning import build_mutual_learning_models, save_each_model_weights
 from applications.result_pictures import write_result_pictures
 from applications.run_state import (
@@ -50,6 +51,7 @@ from callbacks import EvaluationCallback, GeMPowerLogger, HistoryLogger
 from callbacks.nan_guard import NaNGuard
 from callbacks.resume_checkpoint import RunStateCheckpoint
 from datasets import load_dataset, select_testing_subset
+from datasets.image_files import SkippedImageLog
 from datasets.pipeline import build_training_dataset, compute_steps_per_epoch
 
 # Counts and speed are printed with each evaluation but kept out of the per-epoch logs.
@@ -186,6 +188,47 @@ def _load_data(data, seed):
     return dataset, query, gallery
 
 
+def _record_skipped_testing_images(metrics, skipped_images):
+    """Moves the undecodable query and gallery files out of evaluation metrics into the logs.
+
+    Args:
+        metrics: dict from evaluate_models; its lists of skipped files (SKIPPED_QUERY_KEY,
+            SKIPPED_GALLERY_KEY, also model_<i>_-prefixed with several models) are removed, so
+            only numbers reach the logs, the history and metrics.json.
+        skipped_images: dict split name ("query", "gallery") -> SkippedImageLog; a file left
+            out at every evaluation is counted once.
+    """
+    for key in list(metrics):
+        for suffix, split_name in ((SKIPPED_QUERY_KEY, "query"), (SKIPPED_GALLERY_KEY, "gallery")):
+            if key.endswith(suffix):
+                for image_file_path in metrics.pop(key):
+                    skipped_images[split_name].record(image_file_path)
+
+
+def _report_skipped_images(dataset, skipped_images, results):
+    """Prints the undecodable images met while running; adds their notes to dataset_notes."""
+    training_file_paths = set(dataset.train["image_file_path"])
+    # Only real files: a log entry for an identity with no decodable image is not a file.
+    num_training = sum(
+        path in training_file_paths for path in skipped_images["train"].skipped_file_paths
+    )
+    if num_training:
+        print(
+            f"Note: skipped {num_training} undecodable training image"
+            f"{'s' if num_training != 1 else ''} (each replaced in its batch by another image of "
+            "the same identity)."
+        )
+    num_query, num_gallery = (skipped_images[name].num_skipped for name in ("query", "gallery"))
+    if num_query or num_gallery:
+        print(
+            f"Note: left {num_query} undecodable query and {num_gallery} undecodable gallery "
+            "images out of the evaluation."
+        )
+    notes = results["dataset_notes"]
+    for log in skipped_images.values():
+        notes.extend(message for message in log.messages() if message not in notes)
+
+
 def _distribution_strategy(training):
     """Logical CPU devices and the strategy: set up before TensorFlow's first operation."""
     configure_cpu_logical_devices(training.cpu_logical_devices)
@@ -258,12 +301,21 @@ def _build_models(config, num_identities, strategy):
 
 
 def _train(
-    config, dataset, training_model, inference_model, output_folder_path, evaluate, run, strategy
+    config,
+    dataset,
+    training_model,
+    inference_model,
+    output_folder_path,
+    evaluate,
+    run,
+    strategy,
+    skipped_training_images=None,
 ):
     """Fits the model; returns the final test metrics (None without testing) and best epoch.
 
     `run` is the applications.run_state.RunFolder: a resumed run starts after its restored
-    epoch, and every epoch ends with a checkpoint to resume from.
+    epoch, and every epoch ends with a checkpoint to resume from. Undecodable training images
+    are replaced in their batch and recorded in `skipped_training_images` (a SkippedImageLog).
     """
     training, evaluation = config.training, config.evaluation
     # Built per training stage at its position in the stream (see fit_in_stages).
@@ -282,6 +334,7 @@ def _train(
         random_erasing_probability=training.random_erasing_probability,
         seed=training.seed,
         num_workers=training.workers,
+        skipped_images=skipped_training_images,
     )
 
     def training_images(initial_batch_index):
@@ -465,6 +518,12 @@ def _run_experiment(config, opened):
         keras.mixed_precision.set_global_policy(config.training.mixed_precision_policy)
 
     dataset, query, gallery = _load_data(data, config.training.seed)
+    # Images that pass the load-time check but fail to decode, met while running: skipped,
+    # counted, and reported at the end.
+    skipped_images = {
+        split_name: SkippedImageLog(f"{dataset.name} {split_name}")
+        for split_name in ("train", "query", "gallery")
+    }
     if not evaluation.evaluation_only:
         check_batch_composition(
             identity_num_per_batch=config.training.identity_num_per_batch,
@@ -517,7 +576,7 @@ def _run_experiment(config, opened):
 
         def evaluate():
             print(f"\nEvaluating on {len(query)} query and {len(gallery)} gallery images ...")
-            return evaluate_models(
+            metrics = evaluate_models(
                 inference_model,
                 query,
                 gallery,
@@ -531,6 +590,8 @@ def _run_experiment(config, opened):
                 features_file_path=features_file_path,
                 normalize_feature=config.losses.normalize_feature,
             )
+            _record_skipped_testing_images(metrics, skipped_images)
+            return metrics
 
     # Skipped files and count mismatches travel with the metrics they may have changed.
     results = {"dataset_notes": list(dataset.messages)}
@@ -557,6 +618,7 @@ def _run_experiment(config, opened):
             evaluate,
             run,
             strategy,
+            skipped_training_images=skipped_images["train"],
         )
         if final_metrics is not None:
             results["final"] = final_metrics
@@ -594,6 +656,7 @@ def _run_experiment(config, opened):
             f"{pictures['cmc_curve_file_path']}"
         )
 
+    _report_skipped_images(dataset, skipped_images, results)
     results["wall_time_seconds"] = time.perf_counter() - start_time
     _write_json(os.path.join(output_folder_path, "metrics.json"), results)
     if chief and evaluation.export_folder_path:

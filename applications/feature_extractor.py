@@ -20,7 +20,8 @@ from absl import logging
 from applications.backend import keras, tf
 from applications.model import build_flipreid_models
 from applications.weights import load_model_weights
-from datasets.pipeline import decode_and_resize
+from datasets.image_files import SkippedImageLog
+from datasets.pipeline import build_testing_dataset
 
 IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _NUM_NAMED_FILES = 5
@@ -259,26 +260,23 @@ class FeatureExtractor:
         image_file_paths = [os.fspath(path) for path in image_file_paths]
         if not image_file_paths:
             return np.zeros((0, self.feature_dimension), dtype=np.float32), [], []
-        positions = tf.range(len(image_file_paths), dtype=tf.int64)
-        dataset = tf.data.Dataset.from_tensor_slices(
-            (positions, tf.constant(image_file_paths, tf.string))
+        # A file that fails to read or decode drops out (datasets.image_files' policy); its
+        # position is missing below, which is how it gets counted and named.
+        dataset = build_testing_dataset(
+            image_file_paths,
+            image_height=self.image_height,
+            image_width=self.image_width,
+            batch_size=self.batch_size,
+            return_positions=True,
+            skipped_images=SkippedImageLog("FeatureExtractor"),
         )
-        dataset = dataset.map(
-            lambda position, path: (
-                position,
-                decode_and_resize(path, self.image_height, self.image_width),
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        # A file that fails to read or decode drops out; its position is missing below, which
-        # is how it gets counted and named.
-        dataset = dataset.ignore_errors().batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
         progress_bar = keras.utils.Progbar(
             len(image_file_paths), verbose=verbose, unit_name="image"
         )
         kept_positions, features = [], []
-        for batch_positions, images in dataset:
+        for images, batch_positions in dataset:
+            if batch_positions.shape[0] == 0:
+                continue
             features.append(np.asarray(self._forward(images), dtype=np.float32))
             kept_positions.append(batch_positions.numpy())
             progress_bar.update(int(kept_positions[-1][-1]) + 1)
