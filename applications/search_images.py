@@ -1,4 +1,4 @@
-"""Find people in your own images with a trained run: extract, search, compare CMC curves.
+"""Find people in your own images with a trained run: extract, search, compare CMC, export.
 
     python -m applications.search_images extract --weights_path RUN/inference_model.h5 \\
         --image_folder_path CAMERA_CROPS --features_file_path gallery.npz
@@ -6,13 +6,17 @@
         --query_path person.jpg --top_k 10 [--use_re_ranking]
     python -m applications.search_images compare_cmc --cmc_file_paths RUN_A,RUN_B \\
         --output_file_path cmc_comparison.png
+    python -m applications.search_images export --weights_path RUN/inference_model.h5 \\
+        --image_folder_path SOME_IMAGES --export_folder_path DIR
 
 `extract` embeds every image under a folder into one .npz (features and file paths);
 unreadable images are skipped, counted and named. `search` takes a query image, a folder of
 them, or another features file, searches the gallery (exact for small galleries, a faiss index
 built once and saved beside the gallery features for large ones), prints the top-k with
 distances and writes them as CSV. `compare_cmc` draws the CMC curves of several runs
-(their cmc_curve.csv) on one plot.
+(their cmc_curve.csv) on one plot. `export` writes a run's saved weights as a SavedModel and
+ONNX for serving (see applications/export.py), checked on images of the folder; unlike
+solution.py's --export_folder_path it needs neither the dataset nor the model flags.
 
 This module is an entry point: it reads its own flags once and calls library functions.
 """
@@ -23,6 +27,7 @@ import sys
 from absl import app, flags, logging
 
 from applications import backend  # noqa: F401  (selects legacy Keras before TensorFlow)
+from applications.export import export_for_serving
 from applications.feature_extractor import (
     FeatureExtractor,
     extract_folder,
@@ -40,7 +45,7 @@ from evaluation.search import (
 )
 from evaluation.visualization import plot_cmc_curves, read_cmc_csv
 
-COMMANDS = ("extract", "search", "compare_cmc")
+COMMANDS = ("extract", "search", "compare_cmc", "export")
 _MAX_PRINTED_QUERIES = 20
 FLAGS = flags.FLAGS
 
@@ -56,12 +61,20 @@ def _define_flags():
     flags.DEFINE_bool(
         "use_horizontal_flipping",
         None,
-        "Average each embedding with that of the mirrored image (default: the run's "
-        "--use_horizontal_flipping_in_evaluation).",
+        "extract/search/export: average each embedding with that of the mirrored image "
+        "(default: the run's --use_horizontal_flipping_in_evaluation).",
     )
     flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1)
     flags.DEFINE_string(
-        "image_folder_path", None, "extract: the folder of images, searched recursively."
+        "image_folder_path",
+        None,
+        "extract: the folder of images, searched recursively. export: images for the parity check.",
+    )
+    flags.DEFINE_string(
+        "export_folder_path",
+        None,
+        "export: the folder for saved_model/, model.onnx and export_config.json (it must not "
+        "hold an export yet).",
     )
     flags.DEFINE_string("features_file_path", None, "extract: the .npz file to write.")
     flags.DEFINE_string(
@@ -145,6 +158,10 @@ COMMAND_FLAGS = {
         ),
     ),
     "compare_cmc": (("cmc_file_paths",), ("labels", "output_file_path")),
+    "export": (
+        ("weights_path", "image_folder_path", "export_folder_path"),
+        ("use_horizontal_flipping",),
+    ),
 }
 
 
@@ -310,6 +327,26 @@ def run_compare_cmc(*, cmc_file_paths, labels=None, output_file_path="cmc_compar
     return output_file_path
 
 
+def run_export(
+    *, weights_path, image_folder_path, export_folder_path, use_horizontal_flipping=None
+):
+    """Exports a run's weights for serving, checked on the folder's images (see export.py).
+
+    Returns:
+        dict, see applications.export.export_inference_model.
+    """
+    extractor = FeatureExtractor(weights_path, use_horizontal_flipping=use_horizontal_flipping)
+    image_file_paths, _ = list_image_files(image_folder_path)
+    return export_for_serving(
+        extractor.inference_model,
+        export_folder_path,
+        image_height=extractor.image_height,
+        image_width=extractor.image_width,
+        export_with_flipping=extractor.use_horizontal_flipping,
+        parity_image_file_paths=image_file_paths,
+    )
+
+
 def main(argv):
     commands = argv[1:]
     command = commands[0].replace("-", "_") if len(commands) == 1 else None
@@ -324,10 +361,14 @@ def main(argv):
         sys.exit(f"Error: the {command} command needs {', '.join('--' + n for n in missing)}.")
     arguments = {name: FLAGS[name].value for name in required + optional}
     try:
-        {"extract": run_extract, "search": run_search, "compare_cmc": run_compare_cmc}[command](
-            **arguments
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        functions = {
+            "extract": run_extract,
+            "search": run_search,
+            "compare_cmc": run_compare_cmc,
+            "export": run_export,
+        }
+        functions[command](**arguments)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
         logging.debug("Stopped by an error.", exc_info=True)
         sys.exit(f"Error: {error}")
 

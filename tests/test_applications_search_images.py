@@ -159,3 +159,39 @@ def test_extract_and_search_from_the_command_line(run_folder, tmp_path):
     _check_against_brute_force(
         tmp_path / "results.csv", tmp_path / "gallery.npz", tmp_path / "queries.npz", 3
     )
+
+
+def test_export_command_rebuilds_the_run_and_checks_on_the_folders_images(
+    run_folder, tmp_path, monkeypatch
+):
+    import tf2onnx
+
+    from applications import export
+
+    # Stand-ins for the slow writers (tests/test_applications_export.py runs the real ones).
+    monkeypatch.setattr(export.tf.saved_model, "save", lambda module, path, signatures: None)
+    monkeypatch.setattr(tf2onnx.convert, "from_function", lambda function, **kwargs: None)
+    seen = {}
+
+    def fake_run(path, images):
+        seen["images"] = images
+        module = export.ServingModule(run_folder_model, 64, 32, True)
+        return module.serve(images)[export.OUTPUT_NAME].numpy()
+
+    run_folder_model = FeatureExtractor(run_folder / "inference_model.h5").inference_model
+    monkeypatch.setattr(export, "run_onnx_model", fake_run)
+    monkeypatch.setattr(export, "run_saved_model", fake_run)
+    _write_images(tmp_path / "images", 3, seed=2)
+
+    summary = search_images.run_export(
+        weights_path=str(run_folder / "inference_model.h5"),
+        image_folder_path=str(tmp_path / "images"),
+        export_folder_path=str(tmp_path / "export"),
+    )
+
+    assert summary["num_parity_images"] == 1  # three sizes: the first of the largest group
+    assert seen["images"].shape == (1, 70, 30, 3)
+    with open(tmp_path / "export" / "export_config.json") as file:
+        config = json.load(file)
+    assert (config["image_height"], config["image_width"]) == (64, 32)
+    assert config["use_horizontal_flipping"] is True
