@@ -142,7 +142,8 @@ class GalleryIndex:
             raise ValueError(f"Unknown index_type {index_type!r}; valid names: {INDEX_TYPES}.")
         self.metric = metric
         self.gallery_features = np.ascontiguousarray(gallery_features, dtype=np.float32)
-        self._prepared = prepare_features(self.gallery_features, metric, "gallery_features")
+        # Validates the features too; only the exact search keeps this second copy.
+        prepared = prepare_features(self.gallery_features, metric, "gallery_features")
         self.num_gallery, self.dimension = self.gallery_features.shape
         if index_type == "auto":
             index_type = choose_index_type(self.num_gallery)
@@ -158,15 +159,18 @@ class GalleryIndex:
                     f"nlist={self.nlist} must be in [1, {self.num_gallery}] (the gallery size)."
                 )
             self.nprobe = min(max(self.nprobe, 1), self.nlist)
+        self._prepared = prepared if index_type == "exact" else None
         if index_type != "exact":
             self.faiss_index = (
-                self._build_faiss_index(seed) if _faiss_index is None else _faiss_index
+                self._build_faiss_index(np.ascontiguousarray(prepared[0]), seed)
+                if _faiss_index is None
+                else _faiss_index
             )
             if index_type == "ivf":
                 self.faiss_index.nprobe = self.nprobe
 
-    def _build_faiss_index(self, seed):
-        operand = _faiss_operand(self.gallery_features, self.metric, "gallery_features")
+    def _build_faiss_index(self, operand, seed):
+        """A faiss index over operand, float32 (num_gallery, D): the prepared features."""
         faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
         if self.index_type == "flat":
             index = (
