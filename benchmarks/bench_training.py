@@ -22,6 +22,7 @@ setting in a child process of its own.
 """
 
 import argparse
+import gc
 import os
 import platform
 import subprocess
@@ -131,11 +132,13 @@ def measure_matmul_peak(args):
         return tf.reduce_sum(tf.cast(c, tf.float32))
 
     products(a, b).numpy()
-    repeats = 3
-    start = time.perf_counter()
-    for _ in range(repeats):
+    # The best of several timings: on a shared machine the slower ones measure the neighbours.
+    best_seconds = float("inf")
+    for _ in range(args.matmul_repeats):
+        start = time.perf_counter()
         products(a, b).numpy()
-    return repeats * 4 * 2 * size**3 / (time.perf_counter() - start), dtype
+        best_seconds = min(best_seconds, time.perf_counter() - start)
+    return 4 * 2 * size**3 / best_seconds, dtype
 
 
 def measure_pipeline(args):
@@ -169,7 +172,11 @@ def measure_pipeline(args):
         for _ in range(batch_num):
             images, _ = next(iterator)
         _ = images.numpy()
-        return batch_num * 64 / (time.perf_counter() - start)
+        images_per_second = batch_num * 64 / (time.perf_counter() - start)
+        # Stop the prefetching threads before the folder goes, or they read deleted files.
+        del iterator, dataset
+        gc.collect()
+    return images_per_second
 
 
 def main():
@@ -186,6 +193,7 @@ def main():
     )
     parser.add_argument("--jit_compile", action="store_true", help="XLA for the training step")
     parser.add_argument("--matmul_size", type=int, default=2048, help="side of the peak matmul")
+    parser.add_argument("--matmul_repeats", type=int, default=8, help="timings of the peak")
     parser.add_argument("--pipeline_image_num", type=int, default=500)
     parser.add_argument("--pipeline_batch_num", type=int, default=40, help="64-image batches")
     parser.add_argument(
