@@ -243,9 +243,10 @@ class DataConfig(_Group):
     )
     verify_images: bool = option(
         False,
-        "Decode every image while loading and skip (and count) the ones that fail. Takes "
-        "minutes on a large dataset; without it a corrupt image stops training with its file "
-        "name.",
+        "Also decode every image with OpenCV while loading and skip (and count) the ones that "
+        "fail (minutes on a large dataset). Without it, a cheap check at load (size, header, "
+        "end marker) skips broken files, and images that still fail to decode are skipped and "
+        "counted when training or evaluation meets them.",
     )
     testing_size: float = option(
         1.0,

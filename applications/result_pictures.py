@@ -48,7 +48,8 @@ def write_result_pictures(
     inference_model = embedding_model(inference_model)
 
     def embed(split):
-        return extract_features(
+        # Undecodable images are left out (the evaluation counted them), keeping rows aligned.
+        features, positions = extract_features(
             inference_model,
             split["image_file_path"],
             image_height=image_height,
@@ -56,9 +57,13 @@ def write_result_pictures(
             batch_size=testing_batch_size,
             use_horizontal_flipping=use_horizontal_flipping_in_evaluation,
             verbose=0,
+            return_positions=True,
         )
+        return features, split.iloc[positions]
 
-    distmat = compute_distance_matrix(embed(query), embed(gallery), metric=distance_metric)
+    query_features, query = embed(query)
+    gallery_features, gallery = embed(gallery)
+    distmat = compute_distance_matrix(query_features, gallery_features, metric=distance_metric)
     return write_evaluation_pictures(
         distmat,
         query["image_file_path"].to_numpy(dtype=str),
