@@ -25,13 +25,11 @@ import time
 REPOSITORY_FOLDER_PATH = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPOSITORY_FOLDER_PATH)
 
-# What every run shares: resnet18 from random weights at 128x64, K4 (P is --identity_num_per_batch,
-# 16 as in the held-out check of issue 8); evaluation only at the end, with the default flip
-# test-time augmentation.
+# What every run shares: resnet18 from random weights, K4 (input size and P are arguments,
+# 128x64 and 16 by default as in the held-out check of issue 8); evaluation only at the end,
+# with the default flip test-time augmentation. The data are always drawn at 128x64.
 COMMON_FLAGS = [
     "--backbone_model_name=resnet18",
-    "--image_height=128",
-    "--image_width=64",
     "--image_num_per_identity=4",
     "--noevaluate_before_training",
 ]
@@ -73,7 +71,8 @@ FLIPREID_RECIPE_FLAGS = [
 ]
 
 # A plain global-average-pooling recipe: no clipping, no regional branch, no L2, soft-margin
-# batch-hard triplet + softmax ID + flipping MSE, Adam 3e-4 constant, pip tf2cv's last stride.
+# batch-hard triplet + softmax ID + flipping MSE, Adam 3e-4 constant, pip tf2cv's last stride,
+# crop and flip augmentation only.
 PLAIN_BASELINE_FLAGS = [
     "--last_stride=2",
     "--nouse_feature_clipping",
@@ -84,6 +83,8 @@ PLAIN_BASELINE_FLAGS = [
     "--learning_rate_start=3e-4",
     "--learning_rate_end=3e-4",
     "--use_horizontal_flipping_inside_model",
+    "--patch_replacement_probability=0",
+    "--random_erasing_probability=0",
 ]
 
 # Name -> flags on top of solution.py's current defaults. Single-factor rows change one thing.
@@ -104,6 +105,11 @@ CONFIGURATIONS = {
         "--learning_rate_end=3.5e-4",
     ],
     "gem_initial_power_1": ["--gem_initial_power=1.0"],
+    "crop_flip_augmentation_only": [
+        "--patch_replacement_probability=0",
+        "--random_erasing_probability=0",
+    ],
+    "label_smoothing_0.1": ["--label_smoothing=0.1"],
     "average_pooling": ["--pooling_mode=Average"],
 }
 
@@ -148,6 +154,8 @@ def run_configuration(name, flags, dataset_folder_path, seed, args):
         f"--steps_per_epoch={args.steps_per_epoch}",
         f"--evaluate_testing_every_N_epochs={args.epoch_num}",
         f"--identity_num_per_batch={args.identity_num_per_batch}",
+        f"--image_height={args.image_height}",
+        f"--image_width={args.image_width}",
         *COMMON_FLAGS,
         *flags,
     ]
@@ -217,6 +225,10 @@ def parse_arguments():
     )
     parser.add_argument("--epoch_num", type=int, default=6)
     parser.add_argument("--identity_num_per_batch", type=int, default=16, help="P (K is 4).")
+    parser.add_argument(
+        "--image_height", type=int, default=128, help="Training and test input height."
+    )
+    parser.add_argument("--image_width", type=int, default=64, help="Input width.")
     parser.add_argument("--steps_per_epoch", type=int, default=40)
     parser.add_argument("--num_identities", type=int, default=240, help="Half train, half test.")
     parser.add_argument("--num_images_per_identity", type=int, default=12)
@@ -235,7 +247,8 @@ def main():
     os.makedirs(args.output_folder_path, exist_ok=True)
     results_file_path = os.path.join(args.output_folder_path, "results.csv")
     print(
-        f"resnet18 128x64 from random weights, P{args.identity_num_per_batch} x K4, "
+        f"resnet18 {args.image_height}x{args.image_width} from random weights, "
+        f"P{args.identity_num_per_batch} x K4, "
         f"{args.epoch_num} epochs x "
         f"{args.steps_per_epoch} steps; held-out Synthetic seeds {seeds}, "
         f"{args.num_identities} identities, {args.num_images_per_identity} images each."
