@@ -265,8 +265,17 @@ def evaluate_aligned_features(
         query_global = prepare_features(query_features, distance_metric, "query_features")
         gallery_global = prepare_features(gallery_features, distance_metric, "gallery_features")
         pairwise, row_pairs = _combined_functions(distance_metric, len(query_global))
+        # The query-gallery part is the plain row's sum again: not computed a second time.
+        combined_distances = compute_distance_matrix(
+            query_features, gallery_features, metric=distance_metric
+        )
+        combined_distances += local_distances
         re_ranked = re_ranking_with_pairwise(
-            query_global + query_local, gallery_global + gallery_local, pairwise, row_pairs
+            query_global + query_local,
+            gallery_global + gallery_local,
+            pairwise,
+            row_pairs,
+            query_gallery_distances=combined_distances,
         )
         metrics.update(
             _row_metrics(
