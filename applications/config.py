@@ -71,6 +71,8 @@ RECIPE_DEFAULTS = {
         "learning_rate_lower_bound": 2e-6,
         "evaluate_testing_every_N_epochs": 10,
         "use_horizontal_flipping_in_evaluation": False,
+        "patch_replacement_probability": 0.8,
+        "random_erasing_probability": 0.8,
     },
 }
 
@@ -497,9 +499,15 @@ class TrainingConfig(_Group):
     )
     horizontal_flip_probability: float = _probability(0.5, "Probability of a horizontal flip.")
     patch_replacement_probability: float = _probability(
-        0.8, "Probability of replacing a random patch with its grayscale version."
+        0.0,
+        "Probability of replacing a random patch with its grayscale version (FlipReID: 0.8; "
+        "off by default: from random weights on short runs it slowed learning, see README, "
+        "Learning).",
     )
-    random_erasing_probability: float = _probability(0.8, "Probability of random erasing.")
+    random_erasing_probability: float = _probability(
+        0.0,
+        "Probability of random erasing (FlipReID: 0.8; off by default for the same reason).",
+    )
     workers: int | None = option(
         None,
         "Parallel workers of the training input pipeline (FlipReID: 5 processes); unset lets "

@@ -49,6 +49,8 @@ PREVIOUS_DEFAULT_FLAGS = [
     "--learning_rate_warmup_epochs=2",
     "--learning_rate_lower_bound=2e-6",
     "--use_horizontal_flipping_inside_model",
+    "--patch_replacement_probability=0.8",
+    "--random_erasing_probability=0.8",
 ]
 
 # FlipReID's own flag values (its README's training command), with random weights and the
@@ -68,6 +70,8 @@ FLIPREID_RECIPE_FLAGS = [
     "--learning_rate_steady_epochs=30",
     "--learning_rate_lower_bound=2e-6",
     "--use_horizontal_flipping_inside_model",
+    "--patch_replacement_probability=0.8",
+    "--random_erasing_probability=0.8",
 ]
 
 # A plain global-average-pooling recipe: no clipping, no regional branch, no L2, soft-margin
@@ -103,6 +107,13 @@ CONFIGURATIONS = {
         "--learning_rate_mode=constant",
         "--learning_rate_start=3.5e-4",
         "--learning_rate_end=3.5e-4",
+    ],
+    "cosine_from_1e-3": ["--learning_rate_start=1e-3", "--learning_rate_end=1e-5"],
+    "crop_flip_only_cosine_from_1e-3": [
+        "--patch_replacement_probability=0",
+        "--random_erasing_probability=0",
+        "--learning_rate_start=1e-3",
+        "--learning_rate_end=1e-5",
     ],
     "gem_initial_power_1": ["--gem_initial_power=1.0"],
     "crop_flip_augmentation_only": [
