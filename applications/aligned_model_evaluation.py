@@ -5,7 +5,9 @@
   rows (``evaluation.aligned_evaluation``);
 - a list of models (mutual learning): each model evaluated on its own, its metrics under
   ``model_<i>_`` (1-based), the best model's copied without prefix and ``best_model`` = its i.
-A single plain model gives exactly evaluate_model's result.
+A single plain model gives exactly evaluate_model's result. Undecodable query and gallery images
+are left out with their records and returned by name under SKIPPED_QUERY_KEY and
+SKIPPED_GALLERY_KEY, with or without a local branch.
 """
 
 import time
@@ -14,7 +16,12 @@ import weakref
 import numpy as np
 
 from applications.backend import keras, tf
-from applications.model_evaluation import evaluate_model
+from applications.model_evaluation import (
+    SKIPPED_GALLERY_KEY,
+    SKIPPED_QUERY_KEY,
+    evaluate_model,
+)
+from datasets.image_files import NUM_NAMED_EXAMPLES, SkippedImageLog
 from datasets.pipeline import build_testing_dataset
 from evaluation.aligned_evaluation import (
     evaluate_aligned_features,
@@ -62,37 +69,74 @@ def extract_global_and_local_features(
     batch_size=64,
     use_horizontal_flipping=False,
     verbose=1,
+    skipped_images=None,
 ):
-    """Embeds images in file order with a local-branch model.
+    """Embeds the decodable images in file order with a local-branch model.
+
+    Undecodable files are left out (recorded in skipped_images), like
+    applications.model_evaluation.extract_features with return_positions=True.
 
     Args:
         inference_model: keras.Model, uint8 images (batch, H, W, 3) -> [float32 (batch, D),
             float32 (batch, H_map, C_local)].
-        image_file_paths: sequence of str.
+        image_file_paths: sequence of str, N files.
         image_height: int.
         image_width: int.
         batch_size: int, images per forward pass.
         use_horizontal_flipping: bool, average both outputs with those of the flipped image.
         verbose: int, 1 shows a progress bar.
+        skipped_images: datasets.image_files.SkippedImageLog or None, where undecodable files
+            are recorded (None: a private log; the warnings still appear).
 
     Returns:
-        (global float32 (N, D), local float32 (N, H_map, C_local)), row i for image i.
+        (global float32 (M, D), local float32 (M, H_map, C_local), int64 (M,) positions), M <= N:
+        row r belongs to image_file_paths[positions[r]].
+
+    Raises:
+        ValueError: no image files.
     """
-    image_file_paths = list(image_file_paths)
+    image_file_paths = [str(path) for path in image_file_paths]
     if not image_file_paths:
         raise ValueError("extract_global_and_local_features got no image files to embed.")
+    if skipped_images is None:
+        skipped_images = SkippedImageLog("images")
     dataset = build_testing_dataset(
-        image_file_paths, image_height=image_height, image_width=image_width, batch_size=batch_size
+        image_file_paths,
+        image_height=image_height,
+        image_width=image_width,
+        batch_size=batch_size,
+        return_positions=True,
+        skipped_images=skipped_images,
     )
     forward = _forward_function(inference_model, use_horizontal_flipping)
-    global_parts, local_parts = [], []
+    global_parts, local_parts, positions_parts = [], [], []
     progress_bar = keras.utils.Progbar(len(image_file_paths), verbose=verbose, unit_name="image")
-    for images in dataset:
+    for images, positions in dataset:
+        positions = positions.numpy()
+        if positions.size == 0:
+            # Every image of this batch was undecodable; the model is not called on nothing.
+            continue
         global_features, local_features = forward(images)
         global_parts.append(np.asarray(global_features, dtype=np.float32))
         local_parts.append(np.asarray(local_features, dtype=np.float32))
-        progress_bar.add(global_parts[-1].shape[0])
-    return np.concatenate(global_parts), np.concatenate(local_parts)
+        positions_parts.append(positions)
+        # Skipped files count as done, so the bar still ends at the number of files.
+        progress_bar.update(int(positions[-1]) + 1)
+    if not positions_parts or positions_parts[-1][-1] != len(image_file_paths) - 1:
+        # The last files were undecodable: the bar has not reached its end yet.
+        progress_bar.update(len(image_file_paths), finalize=True)
+    if not positions_parts:
+        global_shape, local_shape = (tuple(shape[1:]) for shape in inference_model.output_shape)
+        return (
+            np.zeros((0, *global_shape), dtype=np.float32),
+            np.zeros((0, *local_shape), dtype=np.float32),
+            np.zeros(0, dtype=np.int64),
+        )
+    return (
+        np.concatenate(global_parts),
+        np.concatenate(local_parts),
+        np.concatenate(positions_parts).astype(np.int64),
+    )
 
 
 def _evaluate_local_model(
@@ -113,21 +157,32 @@ def _evaluate_local_model(
 ):
     start_time = time.perf_counter()
 
-    def extract(split):
-        return extract_global_and_local_features(
+    def extract(split, split_name):
+        image_file_paths = split["image_file_path"].to_numpy(dtype=str)
+        global_features, local_features, positions = extract_global_and_local_features(
             inference_model,
-            split["image_file_path"],
+            image_file_paths,
             image_height=image_height,
             image_width=image_width,
             batch_size=batch_size,
             use_horizontal_flipping=use_horizontal_flipping,
             verbose=verbose,
+            skipped_images=SkippedImageLog(split_name),
         )
+        is_kept = np.zeros(len(split), dtype=bool)
+        is_kept[positions] = True
+        skipped = image_file_paths[~is_kept].tolist()
+        if not is_kept.any():
+            raise ValueError(
+                f"None of the {len(split)} {split_name} images could be decoded (e.g. "
+                f"{', '.join(skipped[:NUM_NAMED_EXAMPLES])}); check that they are whole JPEG "
+                "or PNG files."
+            )
+        # The records of the embedded images only, in the order of their features.
+        return global_features, local_features, split.iloc[positions], skipped
 
-    (query_features, query_local), (gallery_features, gallery_local) = (
-        extract(query),
-        extract(gallery),
-    )
+    query_features, query_local, query, skipped_query = extract(query, "query")
+    gallery_features, gallery_local, gallery, skipped_gallery = extract(gallery, "gallery")
     images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
         np.savez(
@@ -158,6 +213,8 @@ def _evaluate_local_model(
         normalize_local_features=normalize_feature,
     )
     metrics["feature_extraction_images_per_second"] = float(images_per_second)
+    metrics[SKIPPED_QUERY_KEY] = skipped_query
+    metrics[SKIPPED_GALLERY_KEY] = skipped_gallery
     return metrics
 
 
@@ -204,9 +261,14 @@ def evaluate_models(
 
     Returns:
         dict str -> float: evaluate_model's keys; with a local branch, the six rows' keys of
-        evaluation.aligned_evaluation.evaluate_aligned_features; with several models, every
-        key also under model_<i>_, and best_model (1-based index of the model with the best
-        mAP, re-ranked mAP with re-ranking).
+        evaluation.aligned_evaluation.evaluate_aligned_features (scored on the decodable images
+        only) plus feature_extraction_images_per_second; in every case SKIPPED_QUERY_KEY and
+        SKIPPED_GALLERY_KEY hold the undecodable files left out (list of str, input order);
+        with several models, every key also under model_<i>_, and best_model (1-based index
+        of the model with the best mAP, re-ranked mAP with re-ranking).
+
+    Raises:
+        ValueError: no query or no gallery image could be decoded (the first files named).
     """
     options = dict(
         image_height=image_height,
