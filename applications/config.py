@@ -447,12 +447,12 @@ class TrainingConfig(_Group):
         choices=tuple(LEARNING_RATE_FUNCTIONS),
     )
     learning_rate_start: float = option(
-        3.5e-4,
+        1e-3,
         "Starting learning rate (linear, cosine, warmup; FlipReID: 2e-4).",
         rule=_POSITIVE,
     )
     learning_rate_end: float = option(
-        3.5e-6,
+        1e-5,
         "Ending learning rate (linear, cosine, warmup; FlipReID: 2e-4).",
         rule=_POSITIVE,
     )
