@@ -20,6 +20,7 @@ from applications.model_evaluation import (
     SKIPPED_GALLERY_KEY,
     SKIPPED_QUERY_KEY,
     evaluate_model,
+    save_features_file,
 )
 from datasets.image_files import NUM_NAMED_EXAMPLES, SkippedImageLog
 from datasets.pipeline import build_testing_dataset
@@ -185,18 +186,14 @@ def _evaluate_local_model(
     gallery_features, gallery_local, gallery, skipped_gallery = extract(gallery, "gallery")
     images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
-        np.savez(
+        save_features_file(
             features_file_path,
+            query,
+            gallery,
             query_features=query_features,
             gallery_features=gallery_features,
             query_local_features=query_local,
             gallery_local_features=gallery_local,
-            query_identity_IDs=query["identity_ID"].to_numpy(),
-            gallery_identity_IDs=gallery["identity_ID"].to_numpy(),
-            query_camera_IDs=query["camera_ID"].to_numpy(),
-            gallery_camera_IDs=gallery["camera_ID"].to_numpy(),
-            query_image_file_paths=query["image_file_path"].to_numpy(dtype=str),
-            gallery_image_file_paths=gallery["image_file_path"].to_numpy(dtype=str),
         )
     metrics = evaluate_aligned_features(
         query_features,

@@ -134,6 +134,27 @@ def extract_features(
     return features
 
 
+def save_features_file(features_file_path, query, gallery, **feature_arrays):
+    """Writes features.npz: the given feature arrays plus each split's identities, cameras, paths.
+
+    Args:
+        features_file_path: str, the .npz file to write.
+        query: pandas DataFrame of the embedded query images, in feature order.
+        gallery: pandas DataFrame of the embedded gallery images, in feature order.
+        **feature_arrays: name -> array, e.g. query_features (Q, D), gallery_features (G, D).
+    """
+    np.savez(
+        features_file_path,
+        **feature_arrays,
+        query_identity_IDs=query["identity_ID"].to_numpy(),
+        gallery_identity_IDs=gallery["identity_ID"].to_numpy(),
+        query_camera_IDs=query["camera_ID"].to_numpy(),
+        gallery_camera_IDs=gallery["camera_ID"].to_numpy(),
+        query_image_file_paths=query["image_file_path"].to_numpy(dtype=str),
+        gallery_image_file_paths=gallery["image_file_path"].to_numpy(dtype=str),
+    )
+
+
 def evaluate_model(
     inference_model,
     query,
@@ -210,16 +231,12 @@ def evaluate_model(
     gallery_features, gallery, skipped_gallery = extract(gallery, "gallery")
     images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
-        np.savez(
+        save_features_file(
             features_file_path,
+            query,
+            gallery,
             query_features=query_features,
             gallery_features=gallery_features,
-            query_identity_IDs=query["identity_ID"].to_numpy(),
-            gallery_identity_IDs=gallery["identity_ID"].to_numpy(),
-            query_camera_IDs=query["camera_ID"].to_numpy(),
-            gallery_camera_IDs=gallery["camera_ID"].to_numpy(),
-            query_image_file_paths=query["image_file_path"].to_numpy(dtype=str),
-            gallery_image_file_paths=gallery["image_file_path"].to_numpy(dtype=str),
         )
     metrics = evaluate_features(
         query_features,
