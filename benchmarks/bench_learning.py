@@ -122,6 +122,18 @@ CONFIGURATIONS = {
     ],
     "label_smoothing_0.1": ["--label_smoothing=0.1"],
     "average_pooling": ["--pooling_mode=Average"],
+    # Issue 20: the same defaults under each mixed-precision policy, named explicitly so the rows
+    # mean the same whatever the automatic policy picks on the machine.
+    "float32_policy": ["--mixed_precision_policy=float32"],
+    "mixed_bfloat16_policy": ["--mixed_precision_policy=mixed_bfloat16"],
+    "float32_no_flip_structure": [
+        "--mixed_precision_policy=float32",
+        "--nouse_horizontal_flipping_inside_model",
+    ],
+    "mixed_bfloat16_no_flip_structure": [
+        "--mixed_precision_policy=mixed_bfloat16",
+        "--nouse_horizontal_flipping_inside_model",
+    ],
 }
 
 # Held-out Synthetic data: seeds and sizes no test uses; >= 100 identities for training.
