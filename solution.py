@@ -12,6 +12,7 @@ from absl import app, flags, logging
 
 # Project modules import TensorFlow only through applications.backend, which selects legacy
 # Keras first; nothing above imports TensorFlow.
+from applications.backend import quiet_library_info_logs
 from applications.config import (
     CROSS_FIELD_RULES,
     build_experiment_config,
@@ -91,6 +92,8 @@ def config_from_flags(flag_values=FLAGS):
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"Error: unexpected arguments {argv[1:]}; every option is a --flag.")
+    if not FLAGS["verbosity"].present:
+        quiet_library_info_logs()
     try:
         run_experiment(config_from_flags())
     except (FileNotFoundError, ValueError, RuntimeError) as error:
