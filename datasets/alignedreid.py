@@ -8,11 +8,15 @@ for testing, and ``train_*`` / ``val_*`` for its train/validation split. Cameras
 numbers of the names (0-based for CUHK03, 1-based for Market-1501 and DukeMTMC-reID);
 evaluation only compares them.
 
-The pickle was written by Python 2, so strings arrive through ``encoding="latin1"``, and some
-entries are NumPy string arrays. A pickle can call any importable function while loading, so
-it is read with an unpickler that resolves only plain containers (``set``, ``frozenset``) and
-the three NumPy constructors of string and number arrays and scalars; any other reference (a
-function, a class, a module) is refused before anything is called.
+AlignedReID's scripts write the pickle in protocol 2, under Python 2 or 3. Python 2 strings
+arrive through ``encoding="latin1"``; some entries are NumPy string arrays. Python 3 writes
+bytes in protocol 2 as calls: ``_codecs.encode(str, "latin1")``, and ``bytes()`` for an empty
+one (the data of an empty array, e.g. a partition whose identities all went to validation). A
+pickle can call any importable function while loading, so it is read with an unpickler that
+resolves only plain containers (``set``, ``frozenset``), those two byte constructors (each
+restricted to its harmless arguments) and the NumPy constructors of string and number arrays
+and scalars; any other reference (a function, a class, a module) is refused before anything is
+called.
 
 AlignedReID's "combined" training set (Market-1501 + CUHK03 + DukeMTMC-reID trainval, identities
 contiguous in that order) comes from our own loaders: ``--dataset_name Combined
@@ -59,6 +63,17 @@ def _latin1_encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+def _empty_bytes(*arguments):
+    """Stands in for ``bytes``: Python 3 writes an empty bytes object in protocol 2 as bytes().
+
+    An empty NumPy array (e.g. a partition left without images) carries b"" as its data. Any
+    argument (bytes(n) allocates n bytes; bytes(iterable) reads an object) is refused.
+    """
+    if arguments:
+        raise pickle.UnpicklingError("only bytes() with no arguments (b'') is allowed")
+    return b""
+
+
 def _numpy_reconstructors():
     # The functions NumPy itself pickles arrays and scalars with; they only allocate memory and
     # copy bytes, and their arguments (dtype, class) pass through this same unpickler.
@@ -79,6 +94,8 @@ _ALLOWED_GLOBALS = {
     ("__builtin__", "set"): set,
     ("__builtin__", "frozenset"): frozenset,
     ("_codecs", "encode"): _latin1_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
     **_numpy_reconstructors(),
 }
 
@@ -308,6 +325,15 @@ def load_alignedreid_folder(
     images_dir = os.path.join(folder_path, IMAGES_FOLDER_NAME)
     partitions = read_partitions(partitions_path, trainset_part)
 
+    if not partitions["train_names"]:
+        hint = (
+            " (AlignedReID's transform scripts move up to 100 identities to validation, which "
+            "can take every training identity of a small dataset); train on --trainset_part "
+            "trainval"
+            if trainset_part == "train"
+            else ""
+        )
+        raise ValueError(f"{partitions_path}: the {trainset_part} partition is empty{hint}.")
     messages: list[str] = []
     train_candidates, train_messages = _candidates(
         partitions["train_names"], images_dir, dataset_name, "train"

@@ -22,8 +22,10 @@ from tests import dataset_fixtures
 class Py2StringArray:
     """A NumPy 'S' array as Python 2's NumPy pickles it."""
 
-    def __init__(self, names):
+    def __init__(self, names, width=None):
         self.names = [name.encode("latin1") for name in names]
+        # An empty array keeps the width of the array it was sliced from.
+        self.width = width or max(len(name) for name in self.names)
 
 
 class Py2StringScalar:
@@ -68,7 +70,7 @@ def py2_pickle(value):
     if isinstance(value, str):
         return _py2_string(value.encode("latin1"))
     if isinstance(value, Py2StringArray):
-        width = max(len(name) for name in value.names)
+        width = value.width
         raw = b"".join(name.ljust(width, b"\x00") for name in value.names)
         return (
             b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
@@ -189,6 +191,102 @@ def test_python3_pickle_of_the_same_content_loads(tmp_path):
         pickle.dump(partitions, file, protocol=2)
     dataset = load_alignedreid_folder(folder)
     assert (len(dataset.train), len(dataset.query), len(dataset.gallery)) == (1, 1, 1)
+
+
+def _write_python3_partitions(folder, trainval, query, gallery, num_val_ids):
+    """partitions.pkl as AlignedReID's transform_market1501.py writes it under Python 3.
+
+    Its partition_train_val_set shuffles a NumPy array of the trainval names and moves up to
+    num_val_ids identities to validation; the train names are that array indexed by the rest,
+    an empty '<U26' array when validation took every identity. save_pickle uses protocol 2.
+    """
+    dataset_fixtures.write_images(os.path.join(folder, "images"), trainval + query + gallery)
+    names = np.array(trainval)
+    ids = np.array([int(name[:8]) for name in names])
+    val_ids = np.unique(ids)[:num_val_ids]
+    val_indices = np.flatnonzero(np.isin(ids, val_ids))
+    train_indices = np.setdiff1d(np.arange(len(names)), val_indices)
+    train_ids = sorted({int(name[:8]) for name in names[train_indices]})
+    partitions = {
+        "trainval_im_names": list(trainval),
+        "trainval_ids2labels": {i: label for label, i in enumerate(sorted(set(ids.tolist())))},
+        "train_im_names": names[train_indices],
+        "train_ids2labels": dict(zip(train_ids, range(len(train_ids)))),
+        # list(numpy array): NumPy str_ scalars, as its val_im_names are.
+        "val_im_names": list(names[val_indices]),
+        "val_marks": [0] * len(val_indices),
+        "test_im_names": list(query) + list(gallery),
+        "test_marks": [0] * len(query) + [1] * len(gallery),
+    }
+    with open(os.path.join(folder, "partitions.pkl"), "wb") as file:
+        pickle.dump(partitions, file, protocol=2)
+    return folder
+
+
+PY3_TRAINVAL = [
+    "00000002_0001_00000000.jpg",
+    "00000002_0002_00000000.jpg",
+    "00000007_0001_00000000.jpg",
+    "00000007_0003_00000000.jpg",
+]
+PY3_QUERY = ["00000001_0001_00000000.jpg"]
+PY3_GALLERY = ["00000001_0002_00000000.jpg", "00000001_0003_00000000.jpg"]
+
+
+def test_python3_partitions_with_an_empty_train_part_load(tmp_path):
+    folder = _write_python3_partitions(
+        str(tmp_path / "small"), PY3_TRAINVAL, PY3_QUERY, PY3_GALLERY, num_val_ids=100
+    )
+    partitions_path = os.path.join(folder, "partitions.pkl")
+    assert b"__builtin__\nbytes" in open(partitions_path, "rb").read()  # what was refused
+    raw = load_plain_pickle(partitions_path)
+    assert raw["train_im_names"].shape == (0,) and raw["train_im_names"].dtype == np.dtype("<U26")
+    assert raw["val_im_names"][0] in PY3_TRAINVAL
+    dataset = load_alignedreid_folder(folder)
+    assert (len(dataset.train), len(dataset.query), len(dataset.gallery)) == (4, 1, 2)
+    assert dataset.num_train_identities == 2
+    assert read_partitions(partitions_path, "train")["train_names"] == []
+    with pytest.raises(ValueError, match="--trainset_part trainval"):
+        load_alignedreid_folder(folder, trainset_part="train")
+    # With identities left for training, the train part loads too.
+    folder = _write_python3_partitions(
+        str(tmp_path / "larger"), PY3_TRAINVAL, PY3_QUERY, PY3_GALLERY, num_val_ids=1
+    )
+    train_part = load_alignedreid_folder(folder, trainset_part="train")
+    assert sorted(train_part.train["identity_ID"].tolist()) == [7, 7]
+
+
+def test_python2_partitions_with_an_empty_train_part_load(tmp_path):
+    folder = write_alignedreid_dataset(str(tmp_path / "market1501"))
+    partitions_path = os.path.join(folder, "partitions.pkl")
+    partitions = {
+        "trainval_im_names": ["00000002_0001_00000000.jpg"],
+        "trainval_ids2labels": {2: 0},
+        # Python 2's NumPy pickles the empty 'S26' array with '' as its data.
+        "train_im_names": Py2StringArray([], width=26),
+        "train_ids2labels": {},
+        "test_im_names": ["00000001_0000_00000000.jpg", "00000001_0001_00000000.jpg"],
+        "test_marks": [0, 1],
+    }
+    with open(partitions_path, "wb") as file:
+        file.write(b"\x80\x02" + py2_pickle(partitions) + b".")
+    raw = load_plain_pickle(partitions_path)
+    assert raw["train_im_names"].shape == (0,) and raw["train_im_names"].dtype == np.dtype("S26")
+    dataset = load_alignedreid_folder(folder)
+    assert (len(dataset.train), len(dataset.query), len(dataset.gallery)) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [b"J\x00\xca\x9a;\x85", b"X\x03\x00\x00\x00abc\x85", b"]\x85"],
+    ids=["a size", "a str", "a list"],
+)
+def test_bytes_with_any_argument_is_refused(tmp_path, arguments):
+    path = tmp_path / "partitions.pkl"
+    # __builtin__.bytes(1000000000) would allocate a gigabyte; only bytes() is data.
+    path.write_bytes(b"\x80\x02c__builtin__\nbytes\n" + arguments + b"R.")
+    with pytest.raises(ValueError, match="not a readable pickle.*bytes\\(\\)"):
+        load_plain_pickle(str(path))
 
 
 class _RunsCommand:
