@@ -1,97 +1,101 @@
-"""Evaluating on part of the test identities (``--testing_size``), for quick runs.
+"""Evaluating on part of the test identities (``--testing_size``), exactly as FlipReID picks it.
 
-The subset is chosen by identity, never by image, so that every kept query keeps all of its true
-matches in the gallery (the group-wise split FlipReID makes with GroupShuffleSplit). Gallery
-images of identities that never appear in the query (distractors such as Market-1501's identity
-0, or DukeMTMC-reID's gallery-only people) are thinned by the same proportion so that the
-difficulty of the subset stays comparable: a gallery-only identity is one group, except that
-each distractor image (identity 0) is its own group, since identity 0 is not one person.
+FlipReID joins the query and gallery records (query first, each in its loading order), takes the
+identity of every record as its group, and keeps the "test" side of scikit-learn's
+``GroupShuffleSplit(n_splits=1, test_size=testing_size, random_state=0)``. So a subset keeps
+whole identities: every kept query keeps all of its true matches in the gallery. Gallery-only
+identities are groups like any other, and all distractor images (Market-1501's identity 0) form
+one group, since they share one identity number. A score on a subset here is one on the same
+images as FlipReID's.
+
+The split is transcribed here rather than called, so that the rule is visible and fixed: the
+sorted distinct identities are permuted by ``numpy.random.RandomState(seed).permutation``, and
+the first ``n_test`` of them are kept, with ``n_test = ceil(testing_size * n)`` for a proportion
+and ``int(testing_size)`` above 1 (FlipReID's ``int()``: 2.7 means 2 identities).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 import pandas as pd
 
-from datasets.records import DISTRACTOR_IDENTITY_ID
 
+def count_kept_identities(testing_size: float, num_identities: int) -> int:
+    """How many identity groups a ``--testing_size`` keeps, as FlipReID counts them.
 
-def _num_selected_identities(testing_size: float, num_query_identities: int) -> int:
-    """Turns ``testing_size`` into a number of query identities; validates it."""
+    Args:
+        testing_size: In (0, 1]: a proportion of the identities; above 1: a number of
+            identities, truncated by ``int()`` as FlipReID does.
+        num_identities: Distinct identities over the query and the gallery (n, >= 1).
+
+    Returns:
+        int in [1, n]: ``ceil(testing_size * n)`` for a proportion (scikit-learn's rounding of
+        ``test_size``), ``int(testing_size)`` above 1.
+
+    Raises:
+        ValueError: ``testing_size`` is not a positive number, or asks for more identities than
+            the test set holds.
+    """
     if isinstance(testing_size, bool) or not isinstance(testing_size, numbers.Real):
         raise ValueError(
-            f"--testing_size must be a number in (0, 1] (a proportion of the query identities) "
-            f"or an integer > 1 (a number of identities); got {testing_size!r}"
+            f"--testing_size must be a number: a proportion in (0, 1] of the test identities or "
+            f"a number of identities above 1; got {testing_size!r}"
         )
     value = float(testing_size)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(
-            f"--testing_size must be in (0, 1] or an integer > 1; got {testing_size!r}"
-        )
-    if value <= 1:
-        return max(1, int(round(value * num_query_identities)))
-    if not value.is_integer():
-        raise ValueError(
-            f"--testing_size above 1 is a number of identities and must be an integer; "
+            f"--testing_size must be a proportion in (0, 1] or a number of identities above 1; "
             f"got {testing_size!r}"
         )
-    if int(value) > num_query_identities:
+    if value <= 1:
+        return min(num_identities, math.ceil(value * num_identities))
+    num_kept = int(value)
+    if num_kept > num_identities:
         raise ValueError(
-            f"--testing_size={int(value)} asks for more identities than the query holds "
-            f"({num_query_identities})"
+            f"--testing_size {testing_size!r} asks for {num_kept} identities, but the query and "
+            f"gallery hold {num_identities} (distractors count as one); pass at most "
+            f"{num_identities}, or a proportion in (0, 1]"
         )
-    return int(value)
+    return num_kept
 
 
 def select_testing_subset(
     query: pd.DataFrame, gallery: pd.DataFrame, testing_size: float, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keeps the query and gallery images of a random subset of the query identities.
+    """Keeps the query and gallery images of FlipReID's subset of the test identities.
 
     Args:
-        query: Query records (columns ``image_file_path``, ``identity_ID``, ``camera_ID``).
-        gallery: Gallery records, same columns.
-        testing_size: In (0, 1]: the proportion of query identities kept (1 keeps everything);
-            an integer > 1: the number of query identities kept.
-        seed: Seed of the choice; the same seed gives the same subset.
+        query: Query records (columns ``image_file_path``, ``identity_ID``, ``camera_ID``), in
+            loading order (sorted file names, as FlipReID's loaders give them).
+        gallery: Gallery records, same columns and order.
+        testing_size: In (0, 1]: the proportion of the identities kept (1 keeps everything);
+            above 1: the number of identities kept (``int()`` of it, as in FlipReID). The
+            identities are those of the query and the gallery together, distractors one of them.
+        seed: ``random_state`` of the split; FlipReID always uses 0.
 
     Returns:
-        (query, gallery): the kept rows in their original order, with a fresh index. The gallery
-        keeps every image of the chosen identities, plus the same proportion of the gallery-only
-        groups (each gallery-only identity, and each distractor image, is one group).
+        (query, gallery): the kept rows in their original order, with a fresh index. Where the
+        count covers every identity (1, or a proportion whose ceiling does; FlipReID's
+        scikit-learn call refuses the latter), both come back whole.
 
     Raises:
-        ValueError: ``testing_size`` is not a proportion in (0, 1] nor an integer > 1, or asks
-            for more identities than the query holds.
+        ValueError: ``testing_size`` is not a positive number, or above 1 asks for more
+            identities than there are.
     """
-    query_identity_IDs = np.unique(query["identity_ID"].to_numpy())
-    num_selected = _num_selected_identities(testing_size, len(query_identity_IDs))
-    if num_selected == len(query_identity_IDs):
+    identity_IDs = np.concatenate(
+        [query["identity_ID"].to_numpy(), gallery["identity_ID"].to_numpy()]
+    )
+    groups, group_of_record = np.unique(identity_IDs, return_inverse=True)
+    num_kept = count_kept_identities(testing_size, len(groups))
+    if num_kept == len(groups):
         return query.reset_index(drop=True), gallery.reset_index(drop=True)
-    proportion = num_selected / len(query_identity_IDs)
-    generator = np.random.default_rng(seed)
-    selected_identity_IDs = generator.choice(query_identity_IDs, size=num_selected, replace=False)
-
-    gallery_identity_IDs = gallery["identity_ID"].to_numpy()
-    gallery_only = ~np.isin(gallery_identity_IDs, query_identity_IDs)
-    # One group per gallery-only identity, one per distractor image; -(row + 1) cannot collide
-    # with an identity since identities here are >= 0.
-    group_keys = np.where(
-        gallery_identity_IDs == DISTRACTOR_IDENTITY_ID,
-        -(np.arange(len(gallery)) + 1),
-        gallery_identity_IDs,
-    )
-    gallery_only_groups = np.unique(group_keys[gallery_only])
-    num_kept_groups = int(round(proportion * len(gallery_only_groups)))
-    kept_groups = generator.choice(gallery_only_groups, size=num_kept_groups, replace=False)
-
-    query_mask = np.isin(query["identity_ID"].to_numpy(), selected_identity_IDs)
-    gallery_mask = np.isin(gallery_identity_IDs, selected_identity_IDs) | (
-        gallery_only & np.isin(group_keys, kept_groups)
-    )
+    permutation = np.random.RandomState(seed).permutation(len(groups))
+    kept_records = np.isin(group_of_record, permutation[:num_kept])
+    num_query = len(query)
     return (
-        query.loc[query_mask].reset_index(drop=True),
-        gallery.loc[gallery_mask].reset_index(drop=True),
+        query.loc[kept_records[:num_query]].reset_index(drop=True),
+        gallery.loc[kept_records[num_query:]].reset_index(drop=True),
     )
