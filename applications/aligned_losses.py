@@ -19,7 +19,6 @@ from applications.losses import pairwise_euclidean_distances
 # Any real path cost is far below this, so a padded cell never wins a minimum.
 _UNREACHABLE = 1e9
 _NORMALIZATION_EPSILON = 1e-12
-_PROBABILITY_EPSILON = 1e-7
 
 
 def normalize_features(features):
@@ -198,29 +197,31 @@ def local_triplet_loss(
     return triplet_ranking_loss(positive_distances, negative_distances, margin, valid)
 
 
-def probability_mutual_loss(probabilities, other_probabilities):
+def probability_mutual_loss(logits, other_probabilities):
     """Deep mutual learning's probability loss of one model.
 
     sum over the other models j of KL(p_j || p_i), summed over classes and samples, divided by
-    (N - 1) * B, with p_j constant (stop-gradient).
+    (N - 1) * B, with p_j constant (stop-gradient). log p_i is the log-softmax of the logits,
+    as AlignedReID's F.kl_div(F.log_softmax(logits), p_j) takes it: exact where p_i underflows
+    (at large logits), with a gradient everywhere. Classes where p_j is 0 contribute 0.
 
     Args:
-        probabilities: float tensor (B, K), this model's softmax output p_i.
-        other_probabilities: non-empty list of float tensors (B, K), the other N - 1 models'.
+        logits: float tensor (B, K), this model's logits (p_i = softmax(logits)).
+        other_probabilities: non-empty list of float tensors (B, K), the other N - 1 models'
+            softmax outputs p_j.
 
     Returns:
         float32 scalar.
     """
     if not other_probabilities:
         raise ValueError("probability_mutual_loss needs at least one other model's output.")
-    probabilities = tf.cast(probabilities, tf.float32)
-    log_probabilities = tf.math.log(tf.clip_by_value(probabilities, _PROBABILITY_EPSILON, 1.0))
+    log_probabilities = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
     total = tf.constant(0.0, tf.float32)
     for other in other_probabilities:
         other = tf.stop_gradient(tf.cast(other, tf.float32))
         # 0 * log 0 is 0 in the KL divergence; xlogy keeps it so.
         total += tf.reduce_sum(tf.math.xlogy(other, other) - other * log_probabilities)
-    batch_size = tf.cast(tf.shape(probabilities)[0], tf.float32)
+    batch_size = tf.cast(tf.shape(log_probabilities)[0], tf.float32)
     return total / (float(len(other_probabilities)) * batch_size)
 
 

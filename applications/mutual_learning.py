@@ -8,6 +8,10 @@ are constants (stop-gradient), as in AlignedReID's train_ml.py:
                    + global_distance_mutual_loss_weight * sum_branches distance term
                    + local_distance_mutual_loss_weight * local distance term
 
+The KL term takes log p_i as the log-softmax of model i's logits; the local distance term is
+computed only when the local triplet loss mines its own hard samples (see
+``MutualLearningModel.uses_local_distance_mutual_loss``), both as in train_ml.py.
+
 With one global branch and no regions (AlignedReID's model) the sums have one term. The
 gradient of loss_1 + ... + loss_N with respect to model i's weights is that of loss_i alone (the
 others see model i only through stop-gradients), so one tape and one optimizer over all weights
@@ -33,22 +37,52 @@ def model_prefix(model_index):
     return f"model_{model_index + 1}_"
 
 
-def compute_mutual_losses(outputs, model_index):
+def softmax_logits(probabilities):
+    """The logits a Keras softmax output was computed from.
+
+    Keras' softmax activation keeps its input on the output tensor (``_keras_logits``, what
+    Keras' own cross-entropy reads to work from logits), in eager and in graph mode; the heads
+    of applications.heads end in such a softmax layer (float32 also under mixed precision).
+
+    Args:
+        probabilities: float tensor (B, K), the output of a Keras softmax layer.
+
+    Returns:
+        float32 tensor (B, K).
+
+    Raises:
+        ValueError: the tensor does not come from a Keras softmax layer.
+    """
+    logits = getattr(probabilities, "_keras_logits", None)
+    if logits is None:
+        raise ValueError(
+            "The probability mutual loss needs the logits of a Keras softmax output; this "
+            "tensor has none (was it computed by another operation?)."
+        )
+    return tf.cast(logits, tf.float32)
+
+
+def compute_mutual_losses(outputs, model_index, *, use_local_distance=True):
     """Model model_index's three mutual losses against all the other models.
 
     Args:
         outputs: list of N dicts from FlipReIDTrainingModel.compute_losses_and_outputs.
         model_index: int, the model whose losses these are.
+        use_local_distance: bool, compute the local-distance term (AlignedReID's train_ml.py
+            does only when the local triplet loss is on and mines its own hard samples); False
+            gives 0.
 
     Returns:
         dict with the keys of MUTUAL_LOSS_NAMES, float32 scalars (local: 0 without a local
-        branch).
+        branch or without use_local_distance).
     """
     mine = outputs[model_index]
     others = [output for index, output in enumerate(outputs) if index != model_index]
     probability = tf.add_n(
         [
-            probability_mutual_loss(head, [other["probabilities"][index] for other in others])
+            probability_mutual_loss(
+                softmax_logits(head), [other["probabilities"][index] for other in others]
+            )
             for index, head in enumerate(mine["probabilities"])
         ]
     )
@@ -58,7 +92,7 @@ def compute_mutual_losses(outputs, model_index):
             for index, distances in enumerate(mine["distances"])
         ]
     )
-    if mine["local_distances"] is None:
+    if mine["local_distances"] is None or not use_local_distance:
         local_distance = tf.constant(0.0, tf.float32)
     else:
         local_distance = distance_mutual_loss(
@@ -139,6 +173,20 @@ class MutualLearningModel(keras.Model):
         if isinstance(inner_optimizer, keras.optimizers.Optimizer):
             inner_optimizer.build([variable for variable in self.weights if variable.trainable])
 
+    @property
+    def uses_local_distance_mutual_loss(self):
+        """Whether the local-distance mutual loss is computed, as in AlignedReID's train_ml.py.
+
+        Only when the local triplet loss is on and mines its own hard samples (its
+        --local_dist_own_hard_sample): otherwise AlignedReID computes no local distance matrix
+        to compare, and the term is 0.
+        """
+        # Every model has the same settings (compile gives them to all).
+        settings = self.training_models[0]._loss_settings
+        return bool(settings["local_distance_own_hard_samples"]) and (
+            settings["local_triplet_loss_weight"] > 0
+        )
+
     def set_backbone_trainable(self, trainable):
         """Freezes or unfreezes every model's backbone; keeps the optimizer state."""
         for training_model in self.training_models:
@@ -185,7 +233,9 @@ class MutualLearningModel(keras.Model):
             outputs.append(model_outputs)
         values, total = {}, tf.constant(0.0, tf.float32)
         for index, model_values in enumerate(per_model):
-            mutual = compute_mutual_losses(outputs, index)
+            mutual = compute_mutual_losses(
+                outputs, index, use_local_distance=self.uses_local_distance_mutual_loss
+            )
             model_loss = model_values["loss"] + tf.add_n(
                 [weight * mutual[name] for name, weight in self._mutual_loss_weights.items()]
             )

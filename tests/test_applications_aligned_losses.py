@@ -152,24 +152,58 @@ def test_gradients_flow_to_local_features_even_with_duplicate_images():
     assert np.abs(gradient).sum() > 0
 
 
-def test_probability_mutual_loss_matches_formula():
+def numpy_kl_mutual_loss(logits, other_logits):
+    """AlignedReID's pm_loss in plain NumPy (float64): F.kl_div(F.log_softmax(logits), p_j,
+    size_average=False) summed over the other models, divided by (N - 1) * B. kl_div adds
+    p * (log p - input) where p > 0, and 0 where p == 0."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    total = 0.0
+    for other in other_logits:
+        other_shifted = np.exp(other - other.max(axis=1, keepdims=True))
+        p_other = other_shifted / other_shifted.sum(axis=1, keepdims=True)
+        for sample in range(logits.shape[0]):
+            for category in range(logits.shape[1]):
+                p = p_other[sample, category]
+                if p > 0:
+                    total += p * (np.log(p) - log_softmax[sample, category])
+    return total / (len(other_logits) * logits.shape[0])
+
+
+def softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_probability_mutual_loss_matches_alignedreids_kl_div(scale):
     rng = np.random.default_rng(6)
-    logits = rng.standard_normal((3, 5, 7))
-    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    logits = scale * rng.standard_normal((3, 5, 7))
     loss = probability_mutual_loss(
-        tf.constant(probabilities[0]),
-        [tf.constant(probabilities[1]), tf.constant(probabilities[2])],
+        tf.constant(logits[0], tf.float32),
+        [tf.constant(softmax(logits[other]), tf.float32) for other in (1, 2)],
     )
-    expected = 0.0
-    for other in (1, 2):
-        for sample in range(5):
-            for category in range(7):
-                p_other = probabilities[other, sample, category]
-                expected += p_other * (np.log(p_other) - np.log(probabilities[0, sample, category]))
-    expected /= 2 * 5
+    expected = numpy_kl_mutual_loss(logits[0], [logits[1], logits[2]])
     assert float(loss) == pytest.approx(expected, rel=1e-5)
-    same = probability_mutual_loss(tf.constant(probabilities[0]), [tf.constant(probabilities[0])])
-    assert float(same) == pytest.approx(0.0, abs=1e-6)
+    same = probability_mutual_loss(
+        tf.constant(logits[0], tf.float32), [tf.constant(softmax(logits[0]), tf.float32)]
+    )
+    assert float(same) == pytest.approx(0.0, abs=1e-4 * scale)
+
+
+def test_probability_mutual_loss_gradient_at_large_logits():
+    rng = np.random.default_rng(9)
+    logits = 30.0 * rng.standard_normal((2, 4, 6))
+    mine = tf.Variable(logits[0], dtype=tf.float32)
+    p_other = softmax(logits[1])
+    with tf.GradientTape() as tape:
+        loss = probability_mutual_loss(mine, [tf.constant(p_other, tf.float32)])
+    gradient = tape.gradient(loss, mine).numpy()
+    # d/dz of -sum_k p_k log_softmax(z)_k is softmax(z) - p, here over B = 4 samples: also
+    # where softmax(z) is far below 1e-7, which a clipped log would give no gradient.
+    expected = (softmax(logits[0]) - p_other) / 4
+    assert (softmax(logits[0]) < 1e-7).any()
+    np.testing.assert_allclose(gradient, expected, atol=1e-6)
 
 
 def test_distance_mutual_loss_matches_formula():

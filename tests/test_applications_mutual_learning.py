@@ -10,7 +10,6 @@ from applications.aligned_losses import (
     batch_local_distances,
     distance_mutual_loss,
     local_triplet_loss,
-    probability_mutual_loss,
 )
 from applications.backend import keras, tf
 from applications.losses import pairwise_euclidean_distances
@@ -19,7 +18,9 @@ from applications.mutual_learning import (
     MUTUAL_LOSS_NAMES,
     build_mutual_learning_models,
     compute_mutual_losses,
+    softmax_logits,
 )
+from tests.test_applications_aligned_losses import numpy_kl_mutual_loss, softmax
 
 # Building four resnet18 models takes most of a minute on a 2-core CPU.
 pytestmark = pytest.mark.slow
@@ -152,9 +153,15 @@ def test_mutual_losses_match_their_definitions(mutual_models):
     ]
     losses = compute_mutual_losses(outputs, 0)
     assert set(losses) == set(MUTUAL_LOSS_NAMES)
+    logits = [softmax_logits(output["probabilities"][0]).numpy() for output in outputs]
+    # The logits are those of the heads' softmax outputs.
+    for output, model_logits in zip(outputs, logits):
+        np.testing.assert_allclose(
+            softmax(model_logits.astype(np.float64)), output["probabilities"][0], atol=1e-6
+        )
     expected = {
-        "probability_mutual_loss": probability_mutual_loss(
-            outputs[0]["probabilities"][0], [outputs[1]["probabilities"][0]]
+        "probability_mutual_loss": numpy_kl_mutual_loss(
+            logits[0].astype(np.float64), [logits[1].astype(np.float64)]
         ),
         "global_distance_mutual_loss": distance_mutual_loss(
             outputs[0]["distances"][0], [outputs[1]["distances"][0]]
@@ -164,7 +171,8 @@ def test_mutual_losses_match_their_definitions(mutual_models):
         ),
     }
     for name, value in expected.items():
-        assert float(losses[name]) == pytest.approx(float(value), rel=1e-6)
+        # The KL term of near-uniform untrained heads is ~4e-6: float32 rounding of its sum.
+        assert float(losses[name]) == pytest.approx(float(value), rel=1e-6, abs=2e-8), name
     # The two models start from different weights, so they disagree.
     assert float(losses["global_distance_mutual_loss"]) > 0
 
@@ -176,6 +184,7 @@ def test_gradients_reach_every_model_and_mutual_terms_do_not_cross(mutual_models
         probability_mutual_loss_weight=1.0,
         global_distance_mutual_loss_weight=1.0,
         local_distance_mutual_loss_weight=1.0,
+        local_distance_own_hard_samples=True,
     )
     images, labels = random_batch(5)
     first, second = mutual_model.training_models
@@ -194,6 +203,33 @@ def test_gradients_reach_every_model_and_mutual_terms_do_not_cross(mutual_models
         mutual = values["model_1_" + name]
         assert all(g is None for g in tape.gradient(mutual, second.trainable_variables))
         assert any(g is not None for g in tape.gradient(mutual, first.trainable_variables))
+
+
+@pytest.mark.parametrize(
+    "settings, applied",
+    [
+        (dict(local_distance_own_hard_samples=True), True),
+        (dict(local_distance_own_hard_samples=False), False),
+        (dict(local_distance_own_hard_samples=True, local_triplet_loss_weight=0.0), False),
+    ],
+)
+def test_local_distance_mutual_loss_only_with_own_hard_samples(mutual_models, settings, applied):
+    # AlignedReID's train_ml.py: ldm_loss only with --local_dist_own_hard_sample and -llw > 0.
+    mutual_model, _ = mutual_models
+    mutual_model.compile(keras.optimizers.Adam(), local_distance_mutual_loss_weight=1.0, **settings)
+    images, labels = random_batch(7)
+    values = mutual_model.compute_losses(images, labels, training=False)
+    local_distances = [
+        batch_local_distances(model.compute_branch_outputs(images, training=False)[2])
+        for model in mutual_model.training_models
+    ]
+    expected = distance_mutual_loss(local_distances[0], [local_distances[1]]) if applied else 0.0
+    assert float(values["model_1_local_distance_mutual_loss"]) == pytest.approx(
+        float(expected), rel=1e-5, abs=1e-7
+    )
+    if applied:
+        assert float(expected) > 0
+    mutual_model.compile(keras.optimizers.Adam(), local_distance_own_hard_samples=False)
 
 
 def test_fit_step_logs_each_model(mutual_models):
