@@ -21,6 +21,8 @@ from applications.config import (
     value_error,
 )
 from applications.experiment import run_experiment
+from applications.flag_effects import flags_without_effect
+from applications.interruption import RunInterrupted, resume_command
 
 FLAGS = flags.FLAGS
 
@@ -70,6 +72,11 @@ def define_flags(flag_values=FLAGS):
         )
 
 
+def given_flag_names(flag_values=FLAGS):
+    """The names of the flags given on the command line, in flag order."""
+    return [field.name for _, field, _ in flag_fields() if flag_values[field.name].present]
+
+
 def config_from_flags(flag_values=FLAGS):
     """Reads the parsed flags once into the typed configuration.
 
@@ -81,11 +88,7 @@ def config_from_flags(flag_values=FLAGS):
     """
     # Only the flags given on the command line: the others take the recipe's defaults.
     return build_experiment_config(
-        **{
-            field.name: flag_values[field.name].value
-            for _, field, _ in flag_fields()
-            if flag_values[field.name].present
-        }
+        **{name: flag_values[name].value for name in given_flag_names(flag_values)}
     )
 
 
@@ -95,7 +98,14 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         quiet_library_info_logs()
     try:
-        run_experiment(config_from_flags())
+        config = config_from_flags()
+        for warning in flags_without_effect(config.to_flat(), given_flag_names()):
+            print(f"Warning: {warning}", file=sys.stderr)
+        run_experiment(config)
+    except RunInterrupted as stop:
+        # Ctrl-C or SIGTERM: one line with the command that continues the run, no traceback.
+        print(stop.describe(resume_command(sys.argv, stop.run_folder_path)), file=sys.stderr)
+        sys.exit(stop.exit_status)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         # Bad data, weights or flag combinations found past flag parsing: the message names the
         # file or flag and the fix; the traceback stays available with --verbosity=1.

@@ -32,6 +32,7 @@ from applications.distribution import (
     prepare_dataset_for_strategy,
 )
 from applications.export import export_for_serving
+from applications.interruption import RunInterrupted, StopRequest, handle_stop_signals
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
 from applications.model_evaluation import SKIPPED_GALLERY_KEY, SKIPPED_QUERY_KEY
@@ -41,13 +42,16 @@ from applications.run_state import (
     RunState,
     atomic_save_weights,
     atomic_write_json,
+    check_file_manifest,
     check_output_folder_writable,
+    file_manifest,
     open_run_folder,
 )
 from applications.training import fit_in_stages, stage_name
 from applications.weights import load_model_weights
 from applications.weights_file import check_weights_file, check_weights_file_readable
 from callbacks import EvaluationCallback, GeMPowerLogger, HistoryLogger
+from callbacks.interruption import StopAtStepBoundary
 from callbacks.nan_guard import NaNGuard
 from callbacks.resume_checkpoint import RunStateCheckpoint
 from datasets import load_dataset, select_testing_subset
@@ -300,6 +304,42 @@ def _build_models(config, num_identities, strategy):
     return training_model, inference_model, model_config
 
 
+def _check_best_weights(run, save_weights):
+    """The best record a run continues with, once its best-weights files are checked.
+
+    A resumed run's checkpoint holds the sizes and SHA-256 of the best-weights files as they
+    were written. A file that differs (damaged, or rewritten by a newer best epoch when the run
+    was stopped before that epoch's checkpoint) is rewritten when the checkpoint is of the
+    best epoch itself; otherwise the best record restarts, so that the next evaluation writes
+    every weights file again.
+
+    Args:
+        run: applications.run_state.RunFolder.
+        save_weights: callable () -> manifest, writes the weights files of the current model.
+
+    Returns:
+        (best_value, best_epoch, {"files": manifest}) to continue with.
+    """
+    restored = run.state
+    if restored is None:
+        return None, None, {"files": {}}
+    problems = check_file_manifest(run.run_folder_path, restored.best_weights_files)
+    if not problems:
+        return restored.best_value, restored.best_epoch, {"files": restored.best_weights_files}
+    found = "; ".join(problems)
+    if restored.best_epoch == restored.epoch:
+        print(
+            f"Rewrote the best weights of epoch {restored.best_epoch} from its checkpoint "
+            f"({found})."
+        )
+        return restored.best_value, restored.best_epoch, {"files": save_weights()}
+    print(
+        f"The best weights of epoch {restored.best_epoch} are not as written ({found}); the best "
+        "record restarts, so the next evaluation writes the weights files again."
+    )
+    return None, None, {"files": {}}
+
+
 def _train(
     config,
     dataset,
@@ -310,13 +350,17 @@ def _train(
     run,
     strategy,
     skipped_training_images=None,
+    stop_request=None,
 ):
     """Fits the model; returns the final test metrics (None without testing) and best epoch.
 
     `run` is the applications.run_state.RunFolder: a resumed run starts after its restored
     epoch, and every epoch ends with a checkpoint to resume from. Undecodable training images
     are replaced in their batch and recorded in `skipped_training_images` (a SkippedImageLog).
+    `stop_request` (applications.interruption.StopRequest) stops training at a step boundary
+    after a stop signal.
     """
+    stop_request = stop_request or StopRequest()
     training, evaluation = config.training, config.evaluation
     # Built per training stage at its position in the stream (see fit_in_stages).
     make_training_images = functools.partial(
@@ -361,15 +405,18 @@ def _train(
     )
 
     def save_weights():
+        """Writes every weights file atomically; returns their manifest (sizes, SHA-256)."""
         if isinstance(inference_model, list):
-            save_each_model_weights(training_model, inference_model, output_folder_path)
-            return
-        for saved_model, file_name in (
-            (training_model, "training_model.h5"),
-            (inference_model, "inference_model.h5"),
-        ):
-            saved_path = os.path.join(output_folder_path, file_name)
-            atomic_save_weights(saved_model, saved_path, is_chief=run.is_chief)
+            file_names = save_each_model_weights(
+                training_model, inference_model, output_folder_path, is_chief=run.is_chief
+            )
+        else:
+            file_names = ["training_model.h5", "inference_model.h5"]
+            for saved_model, file_name in zip((training_model, inference_model), file_names):
+                saved_path = os.path.join(output_folder_path, file_name)
+                atomic_save_weights(saved_model, saved_path, is_chief=run.is_chief)
+        # Other workers write into a temporary folder that is gone by now.
+        return file_manifest(output_folder_path, file_names) if run.is_chief else {}
 
     def recovery_note():
         saved = run.manager.list_checkpoints()
@@ -393,6 +440,7 @@ def _train(
                 best_epoch=best_epoch,
                 history_rows=history_logger.rows,
                 extra=run.extra,
+                best_weights_files=best_weights["files"],
             )
         )
 
@@ -406,11 +454,12 @@ def _train(
     ]
     evaluation_callback = checkpoint_callback = None
     restored = run.state
+    best_value, best_epoch, best_weights = _check_best_weights(run, save_weights)
     if evaluate is not None:
         monitor = "test_re_ranking_mAP" if evaluation.use_re_ranking else "test_mAP"
 
         def save_best(epoch, value):
-            save_weights()
+            best_weights["files"] = save_weights()
             print(f"\nEpoch {epoch}: {monitor} {value:.2%} is the best so far; weights saved.")
 
         def evaluate_during_training():
@@ -427,8 +476,8 @@ def _train(
             save_state,
             save_best_fn=save_best,
             monitor=monitor,
-            best_value=restored.best_value if restored else None,
-            best_epoch=restored.best_epoch if restored else None,
+            best_value=best_value,
+            best_epoch=best_epoch,
         )
         callbacks += [evaluation_callback]
     callbacks += [GeMPowerLogger(training_model.gem_power_values)]
@@ -442,16 +491,19 @@ def _train(
         history_logger,
         checkpoint_callback,
         keras.callbacks.TensorBoard(os.path.join(output_folder_path, "tensorboard")),
+        # Last: a stop signal ends the run after a step, or after the epoch's checkpoint.
+        StopAtStepBoundary(stop_request.check),
     ]
-    fit_in_stages(
-        training_model,
-        training_images,
-        steps_per_epoch=steps_per_epoch,
-        epoch_num=training.epoch_num,
-        freeze_backbone_for_N_epochs=training.freeze_backbone_for_N_epochs,
-        callbacks=callbacks,
-        initial_epoch=run.initial_epoch,
-    )
+    with stop_request.deferred():
+        fit_in_stages(
+            training_model,
+            training_images,
+            steps_per_epoch=steps_per_epoch,
+            epoch_num=training.epoch_num,
+            freeze_backbone_for_N_epochs=training.freeze_backbone_for_N_epochs,
+            callbacks=callbacks,
+            initial_epoch=run.initial_epoch,
+        )
     if evaluation_callback is not None and evaluation_callback.last_metrics is None:
         # Resumed after the last epoch's checkpoint: only the final evaluation was missing.
         evaluation_callback.on_epoch_end(training.epoch_num - 1, {})
@@ -471,17 +523,29 @@ def run_experiment(config):
 
     The folder keeps RUN_INCOMPLETE.txt (so --resume can continue it) and gets RUN_FAILED.txt
     with the reason. An interruption (Ctrl-C, a kill) leaves it marked incomplete only.
+
+    Raises:
+        applications.interruption.RunInterrupted: SIGINT or SIGTERM stopped the run (at a step
+            boundary while training, see applications.interruption); it names the run folder
+            and the epoch of the checkpoint kept.
     """
     opened = {}
-    try:
-        return _run_experiment(config, opened)
-    except Exception as error:
-        if "run" in opened:
-            opened["run"].mark_failed(f"{type(error).__name__}: {error}")
-        raise
-    finally:
-        if "run" in opened:
-            opened["run"].close()
+    with handle_stop_signals() as stop_request:
+        opened["stop_request"] = stop_request
+        try:
+            return _run_experiment(config, opened)
+        except RunInterrupted as interruption:
+            if "run" in opened and opened["run"].is_chief:
+                interruption.run_folder_path = opened["run"].run_folder_path
+                interruption.checkpoint_epoch = opened["run"].manager.newest_whole_epoch()
+            raise
+        except Exception as error:
+            if "run" in opened:
+                opened["run"].mark_failed(f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            if "run" in opened:
+                opened["run"].close()
 
 
 def _run_experiment(config, opened):
@@ -619,6 +683,7 @@ def _run_experiment(config, opened):
             run,
             strategy,
             skipped_training_images=skipped_images["train"],
+            stop_request=opened["stop_request"],
         )
         if final_metrics is not None:
             results["final"] = final_metrics

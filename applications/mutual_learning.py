@@ -24,6 +24,7 @@ import os
 
 from applications.aligned_losses import distance_mutual_loss, probability_mutual_loss
 from applications.backend import keras, tf
+from applications.run_state import atomic_save_weights
 
 MUTUAL_LOSS_NAMES = (
     "probability_mutual_loss",
@@ -292,20 +293,39 @@ def build_mutual_learning_models(model_num, build_models, **model_options):
     return mutual_model, [inference_model for _, inference_model in pairs]
 
 
-def save_each_model_weights(mutual_model, inference_models, output_folder_path):
+def save_each_model_weights(mutual_model, inference_models, output_folder_path, *, is_chief=True):
     """Writes model_<i>/training_model.h5 and model_<i>/inference_model.h5 for every model.
 
-    Each file is what a single-model run writes, so --model_num 1 reloads any of them.
+    Each file is what a single-model run writes, so --model_num 1 reloads any of them. Each is
+    written atomically (applications.run_state.atomic_save_weights): a run stopped while saving
+    leaves every file whole, either the previous one or the new one.
 
     Args:
         mutual_model: MutualLearningModel.
         inference_models: list of its inference models, in the same order.
         output_folder_path: str, the run's folder.
+        is_chief: False on the other workers of a multi-worker run (they write nothing).
+
+    Returns:
+        list of str, the files written, relative to output_folder_path.
+
+    Raises:
+        applications.run_state.CheckpointWriteError: a file could not be written.
     """
+    relative_paths = []
     for index, (training_model, inference_model) in enumerate(
         zip(mutual_model.training_models, inference_models, strict=True)
     ):
-        model_folder_path = os.path.join(output_folder_path, f"model_{index + 1}")
-        os.makedirs(model_folder_path, exist_ok=True)
-        training_model.save_weights(os.path.join(model_folder_path, "training_model.h5"))
-        inference_model.save_weights(os.path.join(model_folder_path, "inference_model.h5"))
+        folder_name = f"model_{index + 1}"
+        if is_chief:
+            os.makedirs(os.path.join(output_folder_path, folder_name), exist_ok=True)
+        for model, file_name in (
+            (training_model, "training_model.h5"),
+            (inference_model, "inference_model.h5"),
+        ):
+            relative_path = os.path.join(folder_name, file_name)
+            atomic_save_weights(
+                model, os.path.join(output_folder_path, relative_path), is_chief=is_chief
+            )
+            relative_paths.append(relative_path)
+    return relative_paths

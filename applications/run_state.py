@@ -6,7 +6,11 @@ A run folder holds, besides its results:
   the training stage, the data stream position, the best-metric record, the history rows and
   the results so far. Each is written into a temporary folder beside it, flushed to disk, then
   renamed: a rename is atomic, so an `epoch_*` folder is always whole, whenever the process
-  dies. The newest `max_to_keep` are kept.
+  dies. The newest `max_to_keep` are kept. `state.json` also records the size and SHA-256 of
+  every other file of the checkpoint (`files`) and of the best-weights files written so far
+  (`best_weights_files`): a file damaged later (a failing disk, a full quota, a copy cut
+  short) is found before it is trusted, and `--resume` falls back to the newest whole
+  checkpoint.
 - `RUN_INCOMPLETE.txt` from the start until the run completes: a folder that still has it
   after the process ended was interrupted, and can be resumed.
 - `RUN_FAILED.txt` with the reason when the run stopped on an error.
@@ -19,6 +23,7 @@ epochs done times steps per epoch, restores both.
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import json
 import math
 import os
@@ -178,6 +183,66 @@ def _first_line(error):
     return text.splitlines()[0]
 
 
+# --- File manifests -----------------------------------------------------------------------------
+
+
+def _sha256(file_path):
+    digest = hashlib.sha256()
+    with open(file_path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_manifest(folder_path, relative_paths):
+    """The size and SHA-256 of files, to check later that they are still what was written.
+
+    Args:
+        folder_path: str, the folder the paths are relative to.
+        relative_paths: iterable of str, e.g. "model_1/inference_model.h5".
+
+    Returns:
+        dict relative path -> {"size": int (bytes), "sha256": str (hex)}.
+    """
+    manifest = {}
+    for relative_path in relative_paths:
+        file_path = os.path.join(folder_path, relative_path)
+        manifest[relative_path] = {"size": os.path.getsize(file_path), "sha256": _sha256(file_path)}
+    return manifest
+
+
+def check_file_manifest(folder_path, manifest):
+    """What differs between files on disk and the manifest written with them.
+
+    Args:
+        folder_path: str, the folder the manifest's paths are relative to.
+        manifest: dict from `file_manifest`.
+
+    Returns:
+        list of str, one per damaged file, naming it and what is wrong (empty: all whole).
+    """
+    problems = []
+    for relative_path, expected in sorted(manifest.items()):
+        file_path = os.path.join(folder_path, relative_path)
+        try:
+            size = os.path.getsize(file_path)
+        except OSError:
+            problems.append(f"{file_path} is missing")
+            continue
+        if size != expected["size"]:
+            problems.append(
+                f"{file_path} is {size} bytes where {expected['size']} were written "
+                f"({'truncated' if size < expected['size'] else 'grown'})"
+            )
+            continue
+        try:
+            if _sha256(file_path) != expected["sha256"]:
+                problems.append(f"{file_path} has other bytes than were written (SHA-256 differs)")
+        except OSError as error:
+            problems.append(f"{file_path} cannot be read ({_first_line(error)})")
+    return problems
+
+
 # --- Checks before work starts ------------------------------------------------------------------
 
 
@@ -282,7 +347,11 @@ class RunState:
         best_epoch: int or None, the 1-based epoch of that value.
         history_rows: list of dicts, one per completed epoch, as the history CSV holds them.
         extra: dict, JSON-able results to carry over (e.g. the untrained model's metrics).
+        best_weights_files: dict, `file_manifest` of the best-weights files (relative to the
+            run folder) as they were written at best_epoch; empty when none were written.
         checkpoint_folder_path: str, the folder this state was read from ("" before saving).
+        skipped_checkpoints: list of (folder path, reason): newer checkpoints that `restore`
+            found damaged and passed over (not saved).
     """
 
     epoch: int
@@ -293,7 +362,40 @@ class RunState:
     best_epoch: int | None = None
     history_rows: list = dataclasses.field(default_factory=list)
     extra: dict = dataclasses.field(default_factory=dict)
+    best_weights_files: dict = dataclasses.field(default_factory=dict)
     checkpoint_folder_path: str = ""
+    skipped_checkpoints: list = dataclasses.field(default_factory=list)
+
+
+# Fields of RunState that describe where it was read from, not the run: never saved.
+_UNSAVED_STATE_FIELDS = ("checkpoint_folder_path", "skipped_checkpoints")
+# Key of state.json holding the manifest of the checkpoint's other files.
+_FILES_KEY = "files"
+
+
+def verify_checkpoint(checkpoint_folder_path):
+    """Checks a checkpoint folder against the manifest its state.json holds.
+
+    Args:
+        checkpoint_folder_path: str, a `checkpoints/epoch_NNNN` folder.
+
+    Returns:
+        str naming the damaged file and what is wrong, or None when the checkpoint is whole
+        (or was written before manifests were recorded: then only its state.json is checked).
+    """
+    state_file_path = os.path.join(checkpoint_folder_path, STATE_FILE_NAME)
+    try:
+        with open(state_file_path) as file:
+            content = json.load(file)
+        if not isinstance(content, dict) or "epoch" not in content:
+            raise ValueError("it holds no epoch")
+    except (OSError, ValueError) as error:
+        return f"{state_file_path} is not a readable state ({_first_line(error)})"
+    manifest = content.get(_FILES_KEY)
+    if manifest is None:
+        return None
+    problems = check_file_manifest(checkpoint_folder_path, manifest)
+    return "; ".join(problems) if problems else None
 
 
 class RunStateManager:
@@ -334,6 +436,13 @@ class RunStateManager:
                 found.append((int(match.group(1)), path))
         return sorted(found)
 
+    def newest_whole_epoch(self):
+        """The epoch of the newest checkpoint that `verify_checkpoint` finds whole, or None."""
+        for epoch, path in reversed(self.list_checkpoints()):
+            if verify_checkpoint(path) is None:
+                return epoch
+        return None
+
     def save(self, state):
         """Writes the checkpoint of `state.epoch` atomically, then prunes older ones.
 
@@ -361,14 +470,19 @@ class RunStateManager:
             shutil.rmtree(temporary_path, ignore_errors=True)
             os.makedirs(temporary_path)
             self._checkpoint().write(os.path.join(temporary_path, _CHECKPOINT_PREFIX))
-            content = dataclasses.asdict(state)
-            content.pop("checkpoint_folder_path")
-            content["saved_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-            with open(os.path.join(temporary_path, STATE_FILE_NAME), "w") as file:
-                json.dump(content, file, indent=2, sort_keys=True)
             for file_name in os.listdir(temporary_path):
                 with open(os.path.join(temporary_path, file_name), "rb+") as file:
                     os.fsync(file.fileno())
+            content = dataclasses.asdict(state)
+            for name in _UNSAVED_STATE_FIELDS:
+                content.pop(name)
+            content["saved_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            # Hashed as read back from disk, so the manifest is what a resume will find.
+            content[_FILES_KEY] = file_manifest(temporary_path, sorted(os.listdir(temporary_path)))
+            with open(os.path.join(temporary_path, STATE_FILE_NAME), "w") as file:
+                json.dump(content, file, indent=2, sort_keys=True)
+                file.flush()
+                os.fsync(file.fileno())
             _fsync_folder(temporary_path)
             if os.path.exists(final_path):
                 # Only after a resume from an older checkpoint: the newer state is replaced.
@@ -419,29 +533,63 @@ class RunStateManager:
         state.checkpoint_folder_path = checkpoint_folder_path
         return state
 
+    def _read_tensors(self, checkpoint_folder_path):
+        """Loads one checkpoint's tensors; returns None, or why the files could not be read.
+
+        Raises:
+            ResumeError: the checkpoint is readable but does not fit the model.
+        """
+        prefix = os.path.join(checkpoint_folder_path, _CHECKPOINT_PREFIX)
+        try:
+            status = self._checkpoint().read(prefix)
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            raise ResumeError(
+                f"The checkpoint {checkpoint_folder_path} does not fit the model built "
+                f"from the flags: {_first_line(error)}. Resume with the flags the run started "
+                "with (its flags.json)."
+            ) from None
+        except (IndexError, OSError, tf.errors.OpError) as error:
+            # Damage the manifest did not catch (a checkpoint written before manifests).
+            return f"its files in {checkpoint_folder_path} cannot be read ({_first_line(error)})"
+        return None
+
     def restore(self, checkpoint_folder_path=None):
-        """Loads the newest checkpoint's weights and optimizer state into the training model.
+        """Loads the newest whole checkpoint's weights and optimizer state into the model.
 
         Call it after compiling the model (the optimizer is built there on every variable).
+        Each checkpoint is first checked against the manifest in its state.json; a damaged
+        one is passed over for the one before it, and named in `skipped_checkpoints`.
+
+        Args:
+            checkpoint_folder_path: str or None, restore this checkpoint only.
 
         Returns:
             RunState of the restored checkpoint.
 
         Raises:
-            ResumeError: no checkpoint, or one that does not fit the model.
+            ResumeError: no checkpoint, none whole, or one that does not fit the model.
         """
-        state = self.read_state(checkpoint_folder_path)
-        prefix = os.path.join(state.checkpoint_folder_path, _CHECKPOINT_PREFIX)
-        try:
-            status = self._checkpoint().read(prefix)
-            status.assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as error:
-            raise ResumeError(
-                f"The checkpoint {state.checkpoint_folder_path} does not fit the model built "
-                f"from the flags: {_first_line(error)}. Resume with the flags the run started "
-                "with (its flags.json)."
-            ) from None
-        return state
+        if checkpoint_folder_path is None:
+            candidates = [path for _, path in reversed(self.list_checkpoints())]
+        else:
+            candidates = [checkpoint_folder_path]
+        if not candidates:
+            self.read_state()  # raises the "nothing to resume" error
+        skipped = []
+        for path in candidates:
+            problem = verify_checkpoint(path) or self._read_tensors(path)
+            if problem is None:
+                state = self.read_state(path)
+                state.skipped_checkpoints = skipped
+                return state
+            logging.warning("Checkpoint %s skipped: %s.", path, problem)
+            skipped.append((path, problem))
+        reasons = "; ".join(f"{os.path.basename(path)}: {problem}" for path, problem in skipped)
+        raise ResumeError(
+            f"Nothing to resume in {self.run_folder_path}: no checkpoint is whole ({reasons}). "
+            "Start a new run without --resume."
+        )
 
 
 # --- Finding the run to resume ------------------------------------------------------------------
@@ -686,6 +834,8 @@ def open_run_folder(
         manager = RunStateManager(run_folder_path, training_model, is_chief=is_chief)
         state = manager.restore()
         writing_folder_path = run_folder_path if is_chief else tempfile.mkdtemp(prefix="worker_")
+        for path, problem in state.skipped_checkpoints:
+            print(f"Skipped the damaged checkpoint {os.path.basename(path)}: {problem}.")
         print(
             f"Resuming {run_folder_path} after epoch {state.epoch} "
             f"(checkpoint {os.path.basename(state.checkpoint_folder_path)})."

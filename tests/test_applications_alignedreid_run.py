@@ -139,5 +139,3 @@ def test_model_num_with_saved_weights_is_refused():
 def test_export_and_pictures_of_several_models_are_refused():
     with pytest.raises(ValueError, match="--model_num 1 --evaluation_only"):
         build_experiment_config(model_num=2, visualize_ranked_lists=3)
-    with pytest.raises(ValueError, match="cannot be resumed"):
-        build_experiment_config(model_num=2, resume=True)

@@ -1,8 +1,12 @@
 """Atomic files, resumable checkpoints, run markers and the choice of the run to resume."""
 
 import errno
+import hashlib
 import json
 import os
+import re
+import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -19,12 +23,15 @@ from applications.run_state import (
     atomic_save_weights,
     atomic_write_json,
     atomic_write_text,
+    check_file_manifest,
     check_output_folder_writable,
+    file_manifest,
     find_run_to_resume,
     mark_run_completed,
     mark_run_failed,
     mark_run_started,
     read_run_status,
+    verify_checkpoint,
 )
 from applications.training import fit_in_stages
 from callbacks.resume_checkpoint import RunStateCheckpoint
@@ -334,3 +341,137 @@ def test_resume_refusals_say_why(tmp_path):
         find_run_to_resume(str(tmp_path), "Synthetic_resnet18", {**flags, "image_height": 128})
     with pytest.raises(ResumeError, match="not a run folder"):
         find_run_to_resume(str(tmp_path), "x", flags, resume_from=str(tmp_path))
+
+
+# --- damaged checkpoints ------------------------------------------------------------------------
+
+
+def _largest_file(folder_path):
+    paths = [os.path.join(folder_path, name) for name in os.listdir(folder_path)]
+    return max((path for path in paths if os.path.isfile(path)), key=os.path.getsize)
+
+
+def _truncate_to_half(file_path):
+    size = os.path.getsize(file_path)
+    with open(file_path, "rb+") as file:
+        file.truncate(size // 2)
+
+
+def _saved_tiny_run(tmp_path, epochs=(1, 2)):
+    """A tiny model saved after each of `epochs`, with one training step between saves."""
+    model = _build_tiny(0)
+    manager = RunStateManager(str(tmp_path), model, max_to_keep=3)
+    weights = {}
+    for epoch in epochs:
+        fit_in_stages(model, _make_tiny_dataset, steps_per_epoch=1, epoch_num=1, verbose=0)
+        manager.save(RunState(epoch=epoch, stage="trainable", stream_batch_index=epoch))
+        weights[epoch] = [weight.numpy() for weight in model.weights]
+    return manager, weights
+
+
+def test_checkpoint_manifest_holds_the_size_and_sha256_of_every_file(tmp_path):
+    manager, _ = _saved_tiny_run(tmp_path, epochs=(1,))
+    folder_path = manager.list_checkpoints()[-1][1]
+    manifest = json.load(open(os.path.join(folder_path, "state.json")))["files"]
+    names = sorted(name for name in os.listdir(folder_path) if name != "state.json")
+    assert sorted(manifest) == names and any(name.startswith("checkpoint.data") for name in names)
+    for name in names:
+        content = open(os.path.join(folder_path, name), "rb").read()
+        assert manifest[name] == {
+            "size": len(content),
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+    assert verify_checkpoint(folder_path) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "one byte changed", "state.json cut"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_naming_the_file(
+    tmp_path, damage
+):
+    manager, weights = _saved_tiny_run(tmp_path)
+    newest = manager.list_checkpoints()[-1][1]
+    damaged_file_path = _largest_file(newest)
+    if damage == "truncated":
+        _truncate_to_half(damaged_file_path)
+        expected = rf"{re.escape(damaged_file_path)} is \d+ bytes where \d+ were written \(trunc"
+    elif damage == "one byte changed":
+        with open(damaged_file_path, "rb+") as file:
+            file.seek(os.path.getsize(damaged_file_path) // 2)
+            byte = file.read(1)
+            file.seek(-1, os.SEEK_CUR)
+            file.write(bytes([byte[0] ^ 0xFF]))
+        expected = rf"{re.escape(damaged_file_path)} has other bytes .*SHA-256"
+    else:
+        damaged_file_path = os.path.join(newest, "state.json")
+        _truncate_to_half(damaged_file_path)
+        expected = rf"{re.escape(damaged_file_path)} is not a readable state"
+    assert re.search(expected, verify_checkpoint(newest))
+
+    fresh = _build_tiny(7)
+    state = RunStateManager(str(tmp_path), fresh).restore()
+    assert state.epoch == 1
+    [(skipped_path, reason)] = state.skipped_checkpoints
+    assert skipped_path == newest and re.search(expected, reason)
+    for expected_weight, weight in zip(weights[1], fresh.weights, strict=True):
+        np.testing.assert_array_equal(expected_weight, weight.numpy())
+    assert RunStateManager(str(tmp_path), None).newest_whole_epoch() == 1
+
+
+def test_a_damaged_checkpoint_written_without_a_manifest_is_passed_over_too(tmp_path):
+    # Checkpoints written before manifests were recorded: the read error itself is caught.
+    manager, _ = _saved_tiny_run(tmp_path)
+    newest = manager.list_checkpoints()[-1][1]
+    state_file_path = os.path.join(newest, "state.json")
+    content = json.load(open(state_file_path))
+    content.pop("files")
+    json.dump(content, open(state_file_path, "w"))
+    _truncate_to_half(_largest_file(newest))
+    assert verify_checkpoint(newest) is None  # nothing to check it against
+    state = RunStateManager(str(tmp_path), _build_tiny(7)).restore()
+    assert state.epoch == 1
+    assert "cannot be read" in state.skipped_checkpoints[0][1]
+
+
+def test_no_whole_checkpoint_is_one_resume_error_naming_each_damaged_file(tmp_path):
+    manager, _ = _saved_tiny_run(tmp_path)
+    damaged = [_largest_file(path) for _, path in manager.list_checkpoints()]
+    for file_path in damaged:
+        _truncate_to_half(file_path)
+    with pytest.raises(ResumeError, match="no checkpoint is whole") as raised:
+        RunStateManager(str(tmp_path), _build_tiny(7)).restore()
+    message = str(raised.value)
+    assert "\n" not in message and all(file_path in message for file_path in damaged)
+    assert RunStateManager(str(tmp_path), None).newest_whole_epoch() is None
+
+
+def test_file_manifest_finds_missing_grown_and_changed_files(tmp_path):
+    for name, content in (("a.h5", b"abcdef"), ("b.h5", b"012345"), ("c.h5", b"xyz")):
+        (tmp_path / name).write_bytes(content)
+    manifest = file_manifest(str(tmp_path), ["a.h5", "b.h5", "c.h5"])
+    assert manifest["c.h5"] == {"size": 3, "sha256": hashlib.sha256(b"xyz").hexdigest()}
+    assert check_file_manifest(str(tmp_path), manifest) == []
+    (tmp_path / "a.h5").write_bytes(b"abcdefg")
+    (tmp_path / "b.h5").write_bytes(b"012346")
+    os.remove(tmp_path / "c.h5")
+    problems = check_file_manifest(str(tmp_path), manifest)
+    assert [problem.split(" ", 1)[0] for problem in problems] == [
+        str(tmp_path / name) for name in ("a.h5", "b.h5", "c.h5")
+    ]
+    assert "7 bytes where 6 were written (grown)" in problems[0]
+    assert "SHA-256 differs" in problems[1] and problems[2].endswith("is missing")
+
+
+def test_a_second_resume_of_a_live_run_is_refused(tmp_path):
+    flags = {"dataset_name": "Synthetic", "image_height": 64}
+    run_folder_path = _write_run(tmp_path, "Synthetic_resnet18", flags)
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(os.path.join(run_folder_path, RUN_INCOMPLETE_FILE_NAME), "w") as file:
+            file.write(f"Started by process {alive.pid} on {socket.gethostname()}.\n")
+        with pytest.raises(ResumeError, match=rf"still running \(process {alive.pid}\)"):
+            find_run_to_resume(str(tmp_path), "Synthetic_resnet18", flags)
+    finally:
+        alive.kill()
+        alive.wait()
+    # Once that process is gone, the same run can be resumed.
+    assert find_run_to_resume(str(tmp_path), "Synthetic_resnet18", flags)[0] == run_folder_path
