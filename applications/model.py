@@ -42,6 +42,7 @@ def build_flipreid_models(
     beta_regularization_factor=0.0,
     use_local_branch=False,
     local_feature_dim=128,
+    flip_batch_norm_mode="shared",
 ):
     """Builds the FlipReID training model and the inference model that shares its weights.
 
@@ -71,6 +72,10 @@ def build_flipreid_models(
         use_local_branch: add AlignedReID's local branch on the global branch's feature map
             (mean over the width, 1x1 convolution with bias, batch normalisation, ReLU).
         local_feature_dim: channels of each local stripe feature (AlignedReID: 128).
+        flip_batch_norm_mode: with the flip structure in training, "shared" batch-norm
+            statistics over one doubled batch of the images and their flips, or "separate"
+            statistics per pass, as FlipReID's two calls of its inference model (see
+            FlipReIDTrainingModel). Changes no weight.
 
     Returns:
         (training_model, inference_model). inference_model maps images (B, H, W, 3) uint8 or
@@ -124,6 +129,7 @@ def build_flipreid_models(
         bias_regularization_factor=bias_regularization_factor,
         gamma_regularization_factor=gamma_regularization_factor,
         beta_regularization_factor=beta_regularization_factor,
+        flip_batch_norm_mode=flip_batch_norm_mode,
         name="training_model",
     )
     inference_model = build_inference_model(branch_network)

@@ -38,6 +38,10 @@ _ALIGNED_LOSS_DEFAULTS = dict(
     local_distance_own_hard_samples=False,
     normalize_feature=False,
 )
+# How the flip structure's original and flipped passes meet batch normalisation in training:
+# "shared" runs one doubled batch (one set of statistics over the 2B images), "separate" runs two
+# passes of B images (statistics per pass, as FlipReID, which calls its inference model twice).
+FLIP_BATCH_NORM_MODES = ("shared", "separate")
 # Attribute name of a variable on its layer -> which regularization factor applies to it.
 _REGULARIZED_ATTRIBUTES = {
     "kernel": "kernel",
@@ -107,6 +111,13 @@ class FlipReIDTrainingModel(keras.Model):
     aligned local distance, its hard samples mined from the global branch's distance unless
     local_distance_own_hard_samples. The local features of an image and its flip are averaged
     like the embeddings; the flipping loss covers the branch embeddings only.
+
+    flip_batch_norm_mode (FLIP_BATCH_NORM_MODES) says how the flip structure's two passes meet
+    batch normalisation: "shared" runs the B images and their B flips as one batch of 2B, so
+    training-mode statistics (and one moving-average update per layer) come from all 2B;
+    "separate" runs two passes of B, each with its own statistics and moving-average update, as
+    FlipReID's two calls of its inference model do. In inference mode both give the same
+    outputs.
     """
 
     def __init__(
@@ -120,9 +131,16 @@ class FlipReIDTrainingModel(keras.Model):
         bias_regularization_factor,
         gamma_regularization_factor,
         beta_regularization_factor,
+        flip_batch_norm_mode="shared",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if flip_batch_norm_mode not in FLIP_BATCH_NORM_MODES:
+            raise ValueError(
+                f"flip_batch_norm_mode must be one of {', '.join(FLIP_BATCH_NORM_MODES)}, got "
+                f"{flip_batch_norm_mode!r}."
+            )
+        self.flip_batch_norm_mode = flip_batch_norm_mode
         self.branch_network = branch_network
         self.classification_heads = classification_heads
         # Names, not models: an attribute holding the models would make Keras track (and save)
@@ -245,7 +263,8 @@ class FlipReIDTrainingModel(keras.Model):
 
         Args:
             images: (B, H, W, 3) uint8 or float in [0, 255].
-            training: BatchNormalization mode.
+            training: BatchNormalization mode (with the flip structure, see
+                flip_batch_norm_mode).
 
         Returns:
             (embeddings, flipping_losses): embeddings is a list with one float32 (B, D_b) tensor
@@ -272,18 +291,31 @@ class FlipReIDTrainingModel(keras.Model):
             if self.has_local_branch:
                 return outputs[:-1], [], outputs[-1]
             return outputs, [], None
-        batch_size = tf.shape(images)[0]
-        # One pass over the 2B images: one set of weights, and one big batch is faster.
-        both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
-        outputs = as_output_list(self.branch_network(both, training=training))
+        flipped_images = tf.image.flip_left_right(images)
+        if self.flip_batch_norm_mode == "separate":
+            pairs = zip(
+                as_output_list(self.branch_network(images, training=training)),
+                as_output_list(self.branch_network(flipped_images, training=training)),
+                strict=True,
+            )
+        else:
+            batch_size = tf.shape(images)[0]
+            # One pass over the 2B images: one set of weights and batch statistics.
+            both = tf.concat([images, flipped_images], axis=0)
+            pairs = [
+                (output[:batch_size], output[batch_size:])
+                for output in as_output_list(self.branch_network(both, training=training))
+            ]
+        pairs = [
+            (tf.cast(original, tf.float32), tf.cast(flipped, tf.float32))
+            for original, flipped in pairs
+        ]
         local_features = None
         if self.has_local_branch:
-            local_output = tf.cast(outputs.pop(), tf.float32)
-            local_features = (local_output[:batch_size] + local_output[batch_size:]) / 2.0
+            local_original, local_flipped = pairs.pop()
+            local_features = (local_original + local_flipped) / 2.0
         embeddings, flipping_losses = [], []
-        for output in outputs:
-            output = tf.cast(output, tf.float32)
-            original, flipped = output[:batch_size], output[batch_size:]
+        for original, flipped in pairs:
             embeddings.append((original + flipped) / 2.0)
             flipping_losses.append(flipping_loss(original, flipped))
         return embeddings, flipping_losses, local_features

@@ -1,20 +1,25 @@
-"""Training throughput of the FlipReID model, measured against what the hardware allows.
+"""Training throughput of the FlipReID model under float32 and mixed_bfloat16, side by side.
 
-Prints, from one run:
+Prints, from one run, one column per mixed-precision policy (and their ratio):
 1. training images per second with and without the flip structure, and their step-time ratio
    (every image passes the network twice with it, so 2.0 is the FLOP floor);
 2. feature extraction (inference) images per second with and without flip test-time
    augmentation;
-3. the training input pipeline alone (read, decode, resize, albumentations augmentation) at
-   256x128 from 128x64 JPEGs, and how many times what the model consumes it delivers;
-4. the training step's achieved FLOP rate as a fraction of a matrix-multiply peak measured in
-   the same run (step FLOPs: 3x the forward FLOPs counted by TensorFlow's profiler, the usual
-   rule for the forward plus the two backward products).
+3. each policy's matrix-multiply peak (in its compute dtype) and the training step's achieved
+   FLOP rate as a fraction of that peak (step FLOPs: 3x the forward FLOPs counted by
+   TensorFlow's profiler, the usual rule for the forward plus the two backward products);
+4. the training input pipeline alone (read, decode, resize, albumentations augmentation) at
+   256x128 from 128x64 JPEGs, and how many times what the model consumes it delivers.
+
+Every variant (policy x flip structure) lives in this one process and is timed round-robin, one
+step of each in turn, and each figure is the median of its steps: on a shared machine the
+neighbours' load then falls on every variant alike, so the ratios hold even where the absolute
+figures do not. The load average is printed before and after.
 
 Usage:
     python benchmarks/bench_training.py --backbone resnet18 --image_height 128 \
         --image_width 64 --batch_size 16 --steps 20
-    python benchmarks/bench_training.py --mixed_precision_policy mixed_bfloat16   # on a GPU
+    python benchmarks/bench_training.py --policies mixed_float16   # on a GPU
     python benchmarks/bench_training.py --compare_onednn   # also with oneDNN off, for the ratio
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import, so --compare_onednn measures each
@@ -25,6 +30,7 @@ import argparse
 import gc
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +44,7 @@ from applications.backend import keras, tf  # noqa: E402
 from applications.model import build_flipreid_models  # noqa: E402
 
 _WARMUP_STEPS = 2
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _random_batch(args, num_identities):
@@ -48,48 +55,69 @@ def _random_batch(args, num_identities):
     return tf.cast(images, tf.uint8), labels
 
 
-def _build(args, use_flipping):
+def _build(args, policy, use_flipping):
+    """Builds and compiles the models under `policy` (the global policy is restored after)."""
     num_identities = max(args.batch_size // 4, 2)
-    keras.utils.set_random_seed(0)
-    training_model, inference_model = build_flipreid_models(
-        args.backbone,
-        args.image_height,
-        args.image_width,
-        num_identities,
-        use_horizontal_flipping_inside_model=use_flipping,
-    )
-    training_model.compile(keras.optimizers.Adam(2e-4), jit_compile=args.jit_compile or None)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        training_model, inference_model = build_flipreid_models(
+            args.backbone,
+            args.image_height,
+            args.image_width,
+            num_identities,
+            use_horizontal_flipping_inside_model=use_flipping,
+            flip_batch_norm_mode=args.flip_batch_norm_mode,
+        )
+        optimizer = keras.optimizers.Adam(2e-4)
+        if policy == "mixed_float16":
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+        training_model.compile(optimizer, jit_compile=args.jit_compile or None)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     return training_model, inference_model, num_identities
 
 
-def measure_training(use_flipping, args):
-    """Returns (steps per second, the training model) after warm-up steps."""
-    training_model, _, num_identities = _build(args, use_flipping)
+def _round_robin(step_functions, steps):
+    """Times one call of each function in turn, `steps` rounds; returns name -> median seconds.
+
+    Each function must block until its result is computed.
+    """
+    for function in step_functions.values():
+        for _ in range(_WARMUP_STEPS):
+            function()
+    seconds = {name: [] for name in step_functions}
+    for _ in range(steps):
+        for name, function in step_functions.items():
+            start = time.perf_counter()
+            function()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def training_step_function(training_model, args, num_identities):
+    """One training step on a fixed random batch, as `fit` runs it (blocks until done)."""
     dataset = tf.data.Dataset.from_tensors(_random_batch(args, num_identities)).repeat()
-    training_model.fit(dataset, steps_per_epoch=_WARMUP_STEPS, epochs=1, verbose=0)
-    start = time.perf_counter()
-    training_model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
-    return args.steps / (time.perf_counter() - start), training_model
+    iterator = iter(dataset)
+    train_function = training_model.make_train_function()
+    return lambda: float(train_function(iterator)["loss"])
 
 
-def measure_extraction(inference_model, use_flipping, args):
-    """Inference images per second on uint8 batches, with or without flip averaging."""
+def extraction_function(inference_model, use_flipping, args):
+    """One float32-embedding extraction of a uint8 batch, with or without flip averaging."""
 
     @tf.function
     def forward(images):
         if not use_flipping:
-            return inference_model(images, training=False)
+            return tf.cast(inference_model(images, training=False), tf.float32)
         both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
-        original, flipped = tf.split(inference_model(both, training=False), 2, axis=0)
+        embeddings = tf.cast(inference_model(both, training=False), tf.float32)
+        original, flipped = tf.split(embeddings, 2, axis=0)
         return (original + flipped) / 2
 
     images, _ = _random_batch(args, 2)
-    for _ in range(_WARMUP_STEPS):
-        forward(images).numpy()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        forward(images).numpy()
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return lambda: forward(images).numpy()
 
 
 def count_forward_flops(training_model, args):
@@ -116,13 +144,10 @@ def count_forward_flops(training_model, args):
     return profile.total_float_ops
 
 
-def measure_matmul_peak(args):
-    """FLOP/s of repeated square matrix products, in the compute dtype of the policy."""
-    size = args.matmul_size
-    dtype = keras.mixed_precision.global_policy().compute_dtype
-    a = tf.random.normal((size, size), dtype=tf.float32)
-    b = tf.random.normal((size, size), dtype=tf.float32)
-    a, b = tf.cast(a, dtype), tf.cast(b, dtype)
+def matmul_function(dtype, size):
+    """Four chained square matrix products in `dtype` (blocks until done)."""
+    a = tf.cast(tf.random.normal((size, size), dtype=tf.float32), dtype)
+    b = tf.cast(tf.random.normal((size, size), dtype=tf.float32), dtype)
 
     @tf.function
     def products(a, b):
@@ -131,14 +156,24 @@ def measure_matmul_peak(args):
             c = tf.matmul(c, b) * tf.cast(1e-3, dtype)
         return tf.reduce_sum(tf.cast(c, tf.float32))
 
-    products(a, b).numpy()
-    # The best of several timings: on a shared machine the slower ones measure the neighbours.
-    best_seconds = float("inf")
+    return lambda: products(a, b).numpy()
+
+
+def measure_matmul_peaks(dtypes, args):
+    """FLOP/s of repeated square matrix products per dtype: the best of interleaved timings.
+
+    The best, not the median: on a shared machine the slower timings measure the neighbours.
+    """
+    functions = {dtype: matmul_function(dtype, args.matmul_size) for dtype in dtypes}
+    for function in functions.values():
+        function()
+    best_seconds = dict.fromkeys(dtypes, float("inf"))
     for _ in range(args.matmul_repeats):
-        start = time.perf_counter()
-        products(a, b).numpy()
-        best_seconds = min(best_seconds, time.perf_counter() - start)
-    return 4 * 2 * size**3 / best_seconds, dtype
+        for dtype, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best_seconds[dtype] = min(best_seconds[dtype], time.perf_counter() - start)
+    return {dtype: 4 * 2 * args.matmul_size**3 / best_seconds[dtype] for dtype in dtypes}
 
 
 def measure_pipeline(args):
@@ -179,6 +214,18 @@ def measure_pipeline(args):
     return images_per_second
 
 
+def _load():
+    return "load average " + " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def _table(title, policies, values, formatter):
+    """Markdown table row: title | value per policy | ratio last/first (with two policies)."""
+    cells = [formatter(values[policy]) for policy in policies]
+    if len(policies) == 2:
+        cells.append(f"{values[policies[1]] / values[policies[0]]:.2f}x")
+    return f"| {title} | " + " | ".join(cells) + " |"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet18")
@@ -187,9 +234,20 @@ def main():
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     parser.add_argument(
+        "--policies",
+        default="float32,mixed_bfloat16",
+        help=f"comma-separated mixed-precision policies to compare, among {', '.join(POLICIES)}",
+    )
+    parser.add_argument(
         "--mixed_precision_policy",
-        default="float32",
-        choices=["float32", "mixed_float16", "mixed_bfloat16"],
+        choices=POLICIES,
+        help="measure this one policy only (the same as --policies with one name)",
+    )
+    parser.add_argument(
+        "--flip_batch_norm_mode",
+        default="shared",
+        choices=["shared", "separate"],
+        help="batch-norm statistics of the flip structure's two passes (see solution.py)",
     )
     parser.add_argument("--jit_compile", action="store_true", help="XLA for the training step")
     parser.add_argument("--matmul_size", type=int, default=2048, help="side of the peak matmul")
@@ -206,56 +264,130 @@ def main():
     if args.compare_onednn:
         compare_onednn(args)
         return
-    if args.mixed_precision_policy != "float32":
-        keras.mixed_precision.set_global_policy(args.mixed_precision_policy)
+    policies = (
+        [args.mixed_precision_policy]
+        if args.mixed_precision_policy
+        else [name.strip() for name in args.policies.split(",") if name.strip()]
+    )
+    unknown = [name for name in policies if name not in POLICIES]
+    if unknown or not policies:
+        sys.exit(f"--policies {args.policies!r}: use names among {', '.join(POLICIES)}.")
 
     devices = [device.name for device in tf.config.list_logical_devices()]
     processor = platform.processor() or platform.machine()
     print(
-        f"{time.strftime('%Y-%m-%d')} {platform.node()} {processor}, {os.cpu_count()} CPUs, "
-        f"devices {devices}, TensorFlow {tf.__version__}"
+        f"{time.strftime('%Y-%m-%d %H:%M')} {platform.node()} {processor}, {os.cpu_count()} "
+        f"CPUs, devices {devices}, TensorFlow {tf.__version__}; {_load()}"
     )
     print(
         f"backbone={args.backbone} image={args.image_height}x{args.image_width} "
-        f"batch_size={args.batch_size} steps={args.steps} (after {_WARMUP_STEPS} warm-up steps) "
-        f"policy={args.mixed_precision_policy} jit_compile={args.jit_compile}"
+        f"batch_size={args.batch_size} steps={args.steps} (median, after {_WARMUP_STEPS} warm-up "
+        f"steps, variants timed round-robin) policies={','.join(policies)} "
+        f"flip_batch_norm_mode={args.flip_batch_norm_mode} jit_compile={args.jit_compile}"
     )
-    training_speed, models = {}, {}
-    for use_flipping in (False, True):
-        training_speed[use_flipping], models[use_flipping] = measure_training(use_flipping, args)
+    variants = [(policy, flip) for policy in policies for flip in (False, True)]
+    models = {variant: _build(args, *variant) for variant in variants}
+    step_seconds = _round_robin(
+        {
+            variant: training_step_function(models[variant][0], args, models[variant][2])
+            for variant in variants
+        },
+        args.steps,
+    )
+    images_per_second = {variant: args.batch_size / step_seconds[variant] for variant in variants}
+    for policy, flip in variants:
         print(
-            f"train flip={use_flipping}: {training_speed[use_flipping]:.3f} steps/s, "
-            f"{training_speed[use_flipping] * args.batch_size:.1f} images/s"
+            f"train {policy} flip={flip}: {1 / step_seconds[(policy, flip)]:.3f} steps/s, "
+            f"{images_per_second[(policy, flip)]:.1f} images/s"
         )
-    ratio = training_speed[False] / training_speed[True]
-    print(f"train step-time ratio flip / no flip: {ratio:.2f} (floor of the FLOP count: 2.0)")
+    flip_ratio = {
+        policy: step_seconds[(policy, True)] / step_seconds[(policy, False)] for policy in policies
+    }
+    for policy in policies:
+        print(
+            f"train {policy} step-time ratio flip / no flip: {flip_ratio[policy]:.2f} "
+            "(floor of the FLOP count: 2.0)"
+        )
     if args.training_only:
+        print(_load())
         return
 
-    _, inference_model, _ = _build(args, True)
-    extraction = {flip: measure_extraction(inference_model, flip, args) for flip in (False, True)}
-    print(
-        f"extraction: {extraction[False]:.1f} images/s without flip TTA, {extraction[True]:.1f} "
-        f"with it (ratio {extraction[False] / extraction[True]:.2f})"
+    extraction_seconds = _round_robin(
+        {
+            (policy, flip): extraction_function(models[(policy, True)][1], flip, args)
+            for policy in policies
+            for flip in (False, True)
+        },
+        args.steps,
     )
-
+    extraction = {key: args.batch_size / value for key, value in extraction_seconds.items()}
+    compute_dtypes = {
+        policy: keras.mixed_precision.Policy(policy).compute_dtype for policy in policies
+    }
+    peaks = measure_matmul_peaks(sorted(set(compute_dtypes.values())), args)
+    # The same network in every policy: count its FLOPs once, in the float32 graph.
+    step_flops = {}
+    for flip in (False, True):
+        training_model = models.get(("float32", flip), models[(policies[0], flip)])[0]
+        step_flops[flip] = 3 * count_forward_flops(training_model, args)
     pipeline_speed = measure_pipeline(args)
-    consumed = training_speed[True] * args.batch_size
+
+    print()
     print(
-        f"input pipeline alone, 256x128 with augmentation: {pipeline_speed:.0f} images/s = "
-        f"{pipeline_speed / consumed:.1f}x what the flip training step above consumes "
+        "| measurement | " + " | ".join(policies) + (" | ratio |" if len(policies) == 2 else " |")
+    )
+    print("|---|" + "---|" * (len(policies) + (len(policies) == 2)))
+    for flip, title in ((False, "training, no flip structure"), (True, "training, flip structure")):
+        print(
+            _table(
+                title + " (images/s)",
+                policies,
+                {policy: images_per_second[(policy, flip)] for policy in policies},
+                lambda value: f"{value:.1f}",
+            )
+        )
+    print(_table("step-time ratio flip / no flip", policies, flip_ratio, lambda v: f"{v:.2f}"))
+    for flip, title in ((False, "extraction, no flip TTA"), (True, "extraction, flip TTA")):
+        print(
+            _table(
+                title + " (images/s)",
+                policies,
+                {policy: extraction[(policy, flip)] for policy in policies},
+                lambda value: f"{value:.1f}",
+            )
+        )
+    peak_by_policy = {policy: peaks[compute_dtypes[policy]] for policy in policies}
+    print(
+        _table(
+            f"matmul peak {args.matmul_size}^2 in the compute dtype (GFLOP/s)",
+            policies,
+            peak_by_policy,
+            lambda value: f"{value / 1e9:.1f}",
+        )
+    )
+    for flip in (False, True):
+        achieved = {
+            policy: step_flops[flip] * images_per_second[(policy, flip)] / args.batch_size
+            for policy in policies
+        }
+        cells = " | ".join(
+            f"{achieved[policy] / 1e9:.1f} = {achieved[policy] / peak_by_policy[policy]:.0%}"
+            for policy in policies
+        )
+        extra = (
+            f" | {achieved[policies[1]] / achieved[policies[0]]:.2f}x" if len(policies) == 2 else ""
+        )
+        print(
+            f"| achieved GFLOP/s = share of its own peak, flip={flip} "
+            f"({step_flops[flip] / 1e9:.2f} GFLOP/step) | {cells}{extra} |"
+        )
+    consumed = max(images_per_second[(policy, True)] for policy in policies)
+    print(
+        f"\ninput pipeline alone, 256x128 with augmentation: {pipeline_speed:.0f} images/s = "
+        f"{pipeline_speed / consumed:.1f}x what the fastest flip training step above consumes "
         f"({consumed:.1f} images/s; targets: >= 3x and >= 2,000 images/s)"
     )
-
-    peak, dtype = measure_matmul_peak(args)
-    for use_flipping in (False, True):
-        step_flops = 3 * count_forward_flops(models[use_flipping], args)
-        achieved = step_flops * training_speed[use_flipping]
-        print(
-            f"train flip={use_flipping}: {step_flops / 1e9:.2f} GFLOP per step, "
-            f"{achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of the {dtype} matmul peak "
-            f"{peak / 1e9:.1f} GFLOP/s ({args.matmul_size}^2; target >= 60%)"
-        )
+    print(_load())
 
 
 def compare_onednn(args):
@@ -274,6 +406,8 @@ def compare_onednn(args):
         str(args.batch_size),
         "--steps",
         str(args.steps),
+        "--policies",
+        "float32",
     ]
     steps_per_second = {}
     for setting in ("1", "0"):
@@ -283,10 +417,10 @@ def compare_onednn(args):
         ).stdout
         print(f"TF_ENABLE_ONEDNN_OPTS={setting}:\n{output}")
         for line in output.splitlines():
-            if line.startswith("train flip="):
-                flip = line.split(":")[0]
-                steps_per_second[(setting, flip)] = float(line.split()[2])
-    for flip in ("train flip=False", "train flip=True"):
+            if line.startswith("train float32 flip="):
+                flip = line.split(":")[0].split()[-1]
+                steps_per_second[(setting, flip)] = float(line.split()[3])
+    for flip in ("flip=False", "flip=True"):
         ratio = steps_per_second[("1", flip)] / steps_per_second[("0", flip)]
         print(f"{flip}: oneDNN on / off speed ratio {ratio:.2f}")
 

@@ -211,3 +211,55 @@ def test_every_region_num_trains_evaluates_saves_and_reloads(
         np.testing.assert_array_equal(
             fresh_inference_model(images, training=False).numpy(), embedding
         )
+
+
+@pytest.mark.parametrize("flip_batch_norm_mode", ["shared", "separate"])
+def test_flip_batch_norm_mode_matches_its_reference_in_training_mode(flip_batch_norm_mode):
+    # Training mode: batch statistics. "shared" is one call on the 2B batch of images and
+    # flips, "separate" two calls of B (FlipReID's two calls of its inference model).
+    keras.utils.set_random_seed(0)
+    training_model, _ = build(region_num=0, flip_batch_norm_mode=flip_batch_norm_mode)
+    images, _ = random_batch()
+    flipped = images[:, :, ::-1, :]
+    network = training_model.branch_network
+    embeddings, flipping_losses = training_model.compute_branch_embeddings(images, training=True)
+    if flip_batch_norm_mode == "shared":
+        both = network(np.concatenate([images, flipped]).astype(np.float32), training=True)
+        original, mirrored = np.split(both.numpy(), 2)
+    else:
+        original = network(images.astype(np.float32), training=True).numpy()
+        mirrored = network(flipped.astype(np.float32), training=True).numpy()
+    np.testing.assert_allclose(embeddings[0].numpy(), (original + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(
+        flipping_losses[0].numpy(), np.mean((original - mirrored) ** 2), rtol=1e-4, atol=1e-7
+    )
+    # Inference mode has no batch statistics: both modes give the plain per-image average.
+    embeddings, _ = training_model.compute_branch_embeddings(images, training=False)
+    expected = (
+        network(images.astype(np.float32), training=False).numpy()
+        + network(flipped.astype(np.float32), training=False).numpy()
+    ) / 2
+    np.testing.assert_allclose(embeddings[0].numpy(), expected, atol=1e-5)
+
+
+def test_flip_batch_norm_modes_differ_in_training_mode_only():
+    images, _ = random_batch()
+    outputs = {}
+    for mode in ("shared", "separate"):
+        keras.utils.set_random_seed(0)
+        training_model, _ = build(region_num=0, flip_batch_norm_mode=mode)
+        # Inference mode first: a training-mode call moves the moving averages (once per
+        # pass), which inference mode then reads.
+        outputs[mode] = [
+            training_model.compute_branch_embeddings(images, training=training)[0][0].numpy()
+            for training in (False, True)
+        ]
+    np.testing.assert_allclose(outputs["shared"][0], outputs["separate"][0], atol=1e-6)
+    # The flips' statistics differ from the originals' (a convolution does not commute with
+    # the flip), so pooling them changes the training-mode embeddings.
+    assert np.abs(outputs["shared"][1] - outputs["separate"][1]).max() > 1e-4
+
+
+def test_unknown_flip_batch_norm_mode_is_refused():
+    with pytest.raises(ValueError, match="flip_batch_norm_mode must be one of shared, separate"):
+        build(region_num=0, flip_batch_norm_mode="per_pass")
