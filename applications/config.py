@@ -38,7 +38,7 @@ from evaluation.metrics import CMC_CONFIGS
 
 REPOSITORY_FOLDER_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGULARIZATION_MODES = ("l2", "decoupled", "none")
-RECIPE_NAMES = ("auto", "random_init", "flipreid")
+RECIPE_NAMES = ("auto", "random_init", "flipreid", "alignedreid")
 FLIPREID_BACKBONES = ("resnet50", "ibn_resnet50", "resnesta50")
 # FlipReID's flag defaults (nixingyang/FlipReID, release 1.0.0, solution.py) where ours differ;
 # "random_init" is the fields' own defaults. FlipReID always starts from ImageNet weights and
@@ -73,6 +73,48 @@ RECIPE_DEFAULTS = {
         "use_horizontal_flipping_in_evaluation": False,
         "patch_replacement_probability": 0.8,
         "random_erasing_probability": 0.8,
+    },
+    # AlignedReID's defaults (huanghoujing/AlignedReID-Re-Production-Pytorch, the arguments and
+    # Config of script/experiment/train.py and train_ml.py) where ours differ. Its Adam's
+    # weight_decay 5e-4 adds 5e-4 * w to every parameter's gradient; the L2 term
+    # factor * sum(w^2) adds 2 * factor * w, hence 2.5e-4 for all four factors. It tests once,
+    # after the last epoch, without flip averaging, on Euclidean distances, with re-ranking.
+    "alignedreid": {
+        "backbone_model_name": "resnet50",
+        "pretrained": True,
+        "image_height": 256,
+        "image_width": 128,
+        "last_stride": 2,
+        "region_num": 0,
+        "pooling_mode": "Average",
+        "use_feature_clipping": False,
+        "regularization_mode": "l2",
+        "kernel_regularization_factor": 2.5e-4,
+        "bias_regularization_factor": 2.5e-4,
+        "gamma_regularization_factor": 2.5e-4,
+        "beta_regularization_factor": 2.5e-4,
+        "use_horizontal_flipping_inside_model": False,
+        "triplet_margin": 0.3,
+        "cross_entropy_loss_weight": 0.0,
+        "flipping_loss_weight": 0.0,
+        "local_triplet_margin": 0.3,
+        "normalize_feature": True,
+        "identity_num_per_batch": 32,
+        "image_num_per_identity": 4,
+        "epoch_unit": "identities",
+        "epoch_num": 150,
+        "learning_rate_mode": "exponential",
+        "learning_rate_base": 2e-4,
+        "exponential_decay_start_epoch": 76,
+        "learning_rate_lower_bound": 0.0,
+        "random_crop_probability": 0.0,
+        "patch_replacement_probability": 0.0,
+        "random_erasing_probability": 0.0,
+        "evaluate_before_training": False,
+        "evaluate_testing_every_N_epochs": 10**6,
+        "use_horizontal_flipping_in_evaluation": False,
+        "distance_metric": "euclidean",
+        "use_re_ranking": True,
     },
 }
 
@@ -216,11 +258,14 @@ class DataConfig(_Group):
     )
     dataset_name: str = option(
         "Synthetic",
-        f"One of {', '.join(DATASET_NAMES)}, or the path of your own folder with "
-        "bounding_box_train, bounding_box_test and query in Market1501 naming.",
+        f"One of {', '.join(DATASET_NAMES)}, or the path of your own folder: either with "
+        "bounding_box_train, bounding_box_test and query in Market1501 naming, or in "
+        "AlignedReID's format (the images/ folder and partitions.pkl that its "
+        "script/dataset/transform_*.py write, Python 2 or 3).",
         rule=(
             lambda value: value in DATASET_NAMES or os.path.isdir(value),
-            f"must be one of {', '.join(DATASET_NAMES)} or an existing folder in Market1501 layout",
+            f"must be one of {', '.join(DATASET_NAMES)} or an existing folder in Market1501 "
+            "layout or in AlignedReID's format (images/ and partitions.pkl)",
         ),
     )
     cuhk03_variant: str = option(
@@ -230,11 +275,24 @@ class DataConfig(_Group):
     )
     combined_dataset_names: tuple[str, ...] = option(
         ("Market1501", "DukeMTMC_reID"),
-        "With --dataset_name Combined: the datasets whose training sets are joined.",
+        "With --dataset_name Combined: the datasets whose training sets are joined, by name or "
+        "as the path of a folder (Market1501 layout or AlignedReID's format). Each one's test "
+        "set is evaluated and reported on its own, as AlignedReID's combined training is tested "
+        "on each of its datasets.",
     )
     evaluation_dataset_name: str = option(
         "Market1501",
-        "With --dataset_name Combined: the dataset whose query and gallery are evaluated.",
+        "With --dataset_name Combined: the dataset whose test metrics are the run's unprefixed "
+        "ones (printed first, and watched for the best weights); the others' names start with "
+        "their dataset's label and a slash (e.g. DukeMTMC_reID/mAP). Evaluated also when not "
+        "in --combined_dataset_names.",
+    )
+    trainset_part: str = option(
+        "trainval",
+        "With a folder in AlignedReID's format: the partition trained on, trainval (every "
+        "training identity, its default) or train (without its validation identities; "
+        "AlignedReID --trainset_part).",
+        choices=("trainval", "train"),
     )
     synthetic_identity_num: int = option(
         200, "Synthetic dataset: identities in all, half for training and half for testing."
@@ -438,6 +496,15 @@ class TrainingConfig(_Group):
     epoch_num: int = option(
         8, "Number of epochs in all (FlipReID trains far longer).", lower_bound=1
     )
+    epoch_unit: str = option(
+        "images",
+        "What one epoch is when --steps_per_epoch is 0. images: one pass over the training "
+        "images, ceil(images / (P x K)) steps. identities: AlignedReID's epoch, every training "
+        "identity once, identities / P steps, rounded down with one model (its train.py drops "
+        "the last incomplete batch: 23 on Market-1501 at P = 32) and up with --model_num above 1 "
+        "(its train_ml.py keeps it: 24); the alignedreid recipe's choice.",
+        choices=("images", "identities"),
+    )
     learning_rate_mode: str = option(
         "cosine",
         "Learning-rate schedule over epochs. cosine (our default): half cosine from "
@@ -496,6 +563,17 @@ class TrainingConfig(_Group):
     )
     random_crop_probability: float = _probability(
         1.0, "Probability of the random padding and crop."
+    )
+    crop_ratio: float = option(
+        1.0,
+        "AlignedReID's ratio crop (its --crop_ratio): a window of a random fraction in "
+        "[crop_ratio, 1] of the height and, drawn apart, of the width, at a random place, resized "
+        "back to the image size; 1 keeps the whole image. Applied with --ratio_crop_probability, "
+        "before the other transforms.",
+        rule=(lambda value: 0 < value <= 1, "must be in (0, 1]"),
+    )
+    ratio_crop_probability: float = _probability(
+        0.0, "Probability of the ratio crop of --crop_ratio (AlignedReID --crop_prob; 0, as there)."
     )
     horizontal_flip_probability: float = _probability(0.5, "Probability of a horizontal flip.")
     patch_replacement_probability: float = _probability(
@@ -699,6 +777,24 @@ CROSS_FIELD_RULES = (
         lambda v: v["model_num"] == 1 or not (v["resume"] or v["resume_from"]),
         "--resume and --resume_from continue single-model runs; a --model_num run above 1 "
         "cannot be resumed yet: start it again.",
+    ),
+    CrossFieldRule(
+        (
+            "model_num",
+            "use_local_branch",
+            "local_distance_mutual_loss_weight",
+            "local_distance_own_hard_samples",
+        ),
+        lambda v: (
+            v["model_num"] == 1
+            or not v["use_local_branch"]
+            or v["local_distance_mutual_loss_weight"] == 0
+            or v["local_distance_own_hard_samples"]
+        ),
+        "--local_distance_mutual_loss_weight compares the local distances the local triplet loss "
+        "mines its own hard samples from: add --local_distance_own_hard_samples (AlignedReID's "
+        "train_ml.py computes it only with --local_dist_own_hard_sample, and ignores -ldmlw "
+        "otherwise), or pass --local_distance_mutual_loss_weight 0.",
     ),
     CrossFieldRule(
         ("learning_rate_mode", "epoch_num", "exponential_decay_start_epoch"),

@@ -12,7 +12,13 @@ import os
 from collections.abc import Callable, Sequence
 
 from datasets.alignedreid import is_alignedreid_folder, load_alignedreid_folder
-from datasets.combined import COMBINED_IDENTITY_OFFSET, combine_datasets
+from datasets.combined import (
+    COMBINED_IDENTITY_OFFSET,
+    CombinedReIDDataset,
+    combine_datasets,
+    evaluation_test_sets,
+    test_set_label,
+)
 from datasets.cuhk03 import load_cuhk03, normalize_cuhk03_variant, parse_cuhk03_file_name
 from datasets.dukemtmc_reid import load_dukemtmc_reid, parse_dukemtmc_reid_file_name
 from datasets.market1501 import (
@@ -68,7 +74,32 @@ def _load_single(
         return load_synthetic(
             root_folder_path, synthetic_options=synthetic_options, verify_images=verify_images
         )
-    return _SINGLE_DATASET_LOADERS[dataset_name](root_folder_path, verify_images=verify_images)
+    if dataset_name in _SINGLE_DATASET_LOADERS:
+        return _SINGLE_DATASET_LOADERS[dataset_name](root_folder_path, verify_images=verify_images)
+    return _load_folder(dataset_name, trainset_part="trainval", verify_images=verify_images)
+
+
+def _is_dataset_folder(dataset_name: str) -> bool:
+    """A folder in AlignedReID's format or in the Market-1501 layout."""
+    folder = str(dataset_name)
+    return os.path.isdir(folder) and (
+        is_alignedreid_folder(folder) or is_market1501_layout_folder(folder)
+    )
+
+
+def _load_folder(dataset_name: str, *, trainset_part: str, verify_images: bool) -> ReIDDataset:
+    folder = str(dataset_name)
+    if is_alignedreid_folder(folder):
+        return load_alignedreid_folder(
+            folder, trainset_part=trainset_part, verify_images=verify_images
+        )
+    if trainset_part != "trainval":
+        raise ValueError(
+            f"--trainset_part {trainset_part} needs a folder in AlignedReID's format (images/ "
+            f"and partitions.pkl, which hold its train/val split); {folder!r} has none: use "
+            "--trainset_part trainval."
+        )
+    return load_user_folder(folder, verify_images=verify_images)
 
 
 def load_dataset(
@@ -80,6 +111,7 @@ def load_dataset(
     evaluation_dataset_name: str | None = None,
     synthetic_options: dict | None = None,
     verify_images: bool = False,
+    trainset_part: str = "trainval",
 ) -> ReIDDataset:
     """Loads a dataset by name.
 
@@ -94,9 +126,11 @@ def load_dataset(
         cuhk03_variant: For "CUHK03": "detected" or "labeled" (or "CUHK03_detected" /
             "CUHK03_labeled").
         combined_dataset_names: For "Combined": the datasets whose training sets are joined
-            (any names of ``DATASET_NAMES`` but "Combined").
-        evaluation_dataset_name: For "Combined": the dataset giving query and gallery; defaults to
-            the first of ``combined_dataset_names``.
+            (any names of ``DATASET_NAMES`` but "Combined", or dataset folders in the Market-1501
+            layout or AlignedReID's format). Each one's test set is evaluated too (the result's
+            ``test_sets``).
+        evaluation_dataset_name: For "Combined": the dataset giving query and gallery (the first
+            test set); defaults to the first of ``combined_dataset_names``.
         synthetic_options: For "Synthetic": keyword arguments of
             ``datasets.synthetic.generate_synthetic_dataset`` (sizes, difficulty,
             twin_fraction, seed).
@@ -104,9 +138,11 @@ def load_dataset(
             on a real dataset). Without it only the cheap check of ``datasets.image_files`` runs
             (exists, not empty, image signature, end-of-image marker); the pipelines skip and
             count what still fails to decode.
+        trainset_part: For a folder in AlignedReID's format: "trainval" (every training
+            identity) or "train" (its partition without the validation identities).
 
     Returns:
-        The ReIDDataset.
+        The ReIDDataset (a CombinedReIDDataset for "Combined").
 
     Raises:
         ValueError: Unknown dataset name (the message lists the valid ones), bad option, or an
@@ -126,23 +162,38 @@ def load_dataset(
         evaluation_dataset_name = evaluation_dataset_name or (
             combined_dataset_names[0] if combined_dataset_names else None
         )
+        if trainset_part != "trainval":
+            raise ValueError(
+                f"--trainset_part {trainset_part}: Combined trains on the trainval part of each "
+                "dataset (as AlignedReID's combined set); use --trainset_part trainval."
+            )
         for name in [*combined_dataset_names, evaluation_dataset_name]:
-            if name not in DATASET_NAMES or name == "Combined":
+            if (name not in DATASET_NAMES or name == "Combined") and not _is_dataset_folder(name):
                 valid = [valid_name for valid_name in DATASET_NAMES if valid_name != "Combined"]
-                raise ValueError(f"Combined: {name!r} cannot be combined; valid names: {valid}")
+                raise ValueError(
+                    f"Combined: {name!r} cannot be combined; valid names: {valid}, or the path "
+                    "of a dataset folder (Market1501 layout, or AlignedReID's images/ and "
+                    "partitions.pkl)"
+                )
         loaded = {
             name: _load_single(name, root_folder_path, **single_options)
             for name in dict.fromkeys([*combined_dataset_names, evaluation_dataset_name])
         }
         return combine_datasets(
-            [loaded[name] for name in combined_dataset_names], loaded[evaluation_dataset_name]
+            [loaded[name] for name in combined_dataset_names],
+            loaded[evaluation_dataset_name],
+            [loaded[name] for name in combined_dataset_names],
         )
     if dataset_name in DATASET_NAMES:
+        if trainset_part != "trainval":
+            raise ValueError(
+                f"--trainset_part {trainset_part} needs a folder in AlignedReID's format (images/ "
+                f"and partitions.pkl, which hold its train/val split); {dataset_name} is loaded "
+                "from its own layout: use --trainset_part trainval."
+            )
         return _load_single(dataset_name, root_folder_path, **single_options)
-    if os.path.isdir(str(dataset_name)) and is_alignedreid_folder(str(dataset_name)):
-        return load_alignedreid_folder(str(dataset_name), verify_images=verify_images)
-    if os.path.isdir(str(dataset_name)) and is_market1501_layout_folder(str(dataset_name)):
-        return load_user_folder(str(dataset_name), verify_images=verify_images)
+    if _is_dataset_folder(dataset_name):
+        return _load_folder(dataset_name, trainset_part=trainset_part, verify_images=verify_images)
     raise ValueError(
         f"Unknown dataset_name {dataset_name!r}; valid names: {list(DATASET_NAMES)}, or the path "
         "of a folder holding bounding_box_train, query and bounding_box_test in Market-1501 naming "
@@ -152,10 +203,12 @@ def load_dataset(
 
 __all__ = [
     "COMBINED_IDENTITY_OFFSET",
+    "CombinedReIDDataset",
     "DATASET_NAMES",
     "RECORD_COLUMNS",
     "ReIDDataset",
     "combine_datasets",
+    "evaluation_test_sets",
     "generate_synthetic_dataset",
     "load_dataset",
     "parse_cuhk03_file_name",
@@ -164,4 +217,5 @@ __all__ = [
     "parse_msmt17_file_name",
     "parse_msmt17_list_line",
     "select_testing_subset",
+    "test_set_label",
 ]

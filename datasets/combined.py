@@ -1,13 +1,17 @@
-"""Training on several datasets together ("Combined"), evaluating on one of them.
+"""Training on several datasets together ("Combined"), testing on each of them.
 
 The training identities of each dataset stay apart: the identity of an image from the i-th
 dataset (in the order given) becomes ``i * COMBINED_IDENTITY_OFFSET + identity_ID``, so that
 identity 0001 of Market-1501 and identity 0001 of DukeMTMC-reID are two people. Query and
-gallery come unchanged from the evaluation dataset.
+gallery come unchanged from the evaluation dataset; the test sets of the other datasets travel
+with it (``test_sets``), each evaluated and reported on its own, as AlignedReID tests its
+combined training on Market-1501, CUHK03 and DukeMTMC-reID.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,19 +24,56 @@ from datasets import records
 COMBINED_IDENTITY_OFFSET = 100_000
 
 
+@dataclasses.dataclass
+class CombinedReIDDataset(records.ReIDDataset):
+    """A Combined dataset: query and gallery are the evaluation dataset's.
+
+    Attributes:
+        test_sets: dict label -> (query, gallery) records of every dataset to test on, the
+            evaluation dataset first; labels are the datasets' names (a folder's base name).
+    """
+
+    test_sets: dict = dataclasses.field(default_factory=dict)
+
+
+def test_set_label(dataset_name: str) -> str:
+    """The label of a dataset's test set in metric names: its name, or a folder's base name."""
+    return os.path.basename(os.path.normpath(str(dataset_name)))
+
+
+def evaluation_test_sets(dataset: records.ReIDDataset) -> dict:
+    """Every test set of a dataset, the one of its own query and gallery first.
+
+    Args:
+        dataset: a ReIDDataset (one test set) or a CombinedReIDDataset (one per dataset).
+
+    Returns:
+        dict label -> (query DataFrame, gallery DataFrame).
+    """
+    test_sets = getattr(dataset, "test_sets", None)
+    if test_sets:
+        return dict(test_sets)
+    return {test_set_label(dataset.name): (dataset.query, dataset.gallery)}
+
+
 def combine_datasets(
-    training_datasets: Sequence[records.ReIDDataset], evaluation_dataset: records.ReIDDataset
-) -> records.ReIDDataset:
+    training_datasets: Sequence[records.ReIDDataset],
+    evaluation_dataset: records.ReIDDataset,
+    tested_datasets: Sequence[records.ReIDDataset] = (),
+) -> CombinedReIDDataset:
     """Joins the training sets of several datasets and takes query/gallery from another one.
 
     Args:
         training_datasets: Datasets whose train splits are joined, in order; the i-th one's
             identities are offset by ``i * COMBINED_IDENTITY_OFFSET``.
         evaluation_dataset: Dataset whose query and gallery are used unchanged.
+        tested_datasets: Further datasets whose test sets are evaluated too (the evaluation
+            dataset is always the first test set; a repeated one counts once).
 
     Returns:
-        The ReIDDataset named "Combined"; its messages list each part's counts and offset, then
-        the parts' own messages prefixed with their name.
+        The CombinedReIDDataset named "Combined"; its messages list each part's counts and
+        offset, then the parts' own messages prefixed with their name; its test_sets hold the
+        evaluation dataset's query and gallery, then those of tested_datasets.
 
     Raises:
         ValueError: No training dataset, or an identity outside [0, COMBINED_IDENTITY_OFFSET).
@@ -73,7 +114,7 @@ def combine_datasets(
             continue
         seen_names.add(dataset.name)
         messages.extend(f"[{dataset.name}] {message}" for message in dataset.messages)
-    return records.build_reid_dataset(
+    combined = records.build_reid_dataset(
         "Combined",
         train,
         evaluation_dataset.query.copy(),
@@ -81,3 +122,19 @@ def combine_datasets(
         messages,
         dataset_dir="(combined)",
     )
+    fields = {field.name: getattr(combined, field.name) for field in dataclasses.fields(combined)}
+    test_sets, seen = {}, set()
+    for dataset in [evaluation_dataset, *tested_datasets]:
+        if id(dataset) in seen:
+            continue
+        seen.add(id(dataset))
+        label = test_set_label(dataset.name)
+        if label in test_sets:
+            label = f"{label}_{len(test_sets) + 1}"
+        query, gallery = (
+            (fields["query"], fields["gallery"])
+            if dataset is evaluation_dataset
+            else (dataset.query.copy(), dataset.gallery.copy())
+        )
+        test_sets[label] = (query, gallery)
+    return CombinedReIDDataset(**fields, test_sets=test_sets)

@@ -385,3 +385,39 @@ def test_combined_labels_are_alignedreids_contiguous_ids(tmp_path):
     identities = dataset.train["identity_ID"].tolist()
     labels = dataset.label_encoder.transform(identities).tolist()
     assert labels == [expected[identity] for identity in identities]
+
+
+def test_alignedreid_folders_are_parts_of_combined_and_each_test_set_is_kept(tmp_path):
+    root = str(tmp_path)
+    dataset_fixtures.write_market1501(root)
+    folder = write_alignedreid_dataset(str(tmp_path / "aligned" / "market_transformed"))
+    dataset = datasets.load_dataset(
+        "Combined",
+        root,
+        combined_dataset_names=["Market1501", folder],
+        evaluation_dataset_name="Market1501",
+    )
+    market = datasets.load_dataset("Market1501", root)
+    aligned = load_alignedreid_folder(folder)
+    assert len(dataset.train) == len(market.train) + len(aligned.train)
+    assert dataset.num_train_identities == market.num_train_identities + 3
+    test_sets = datasets.evaluation_test_sets(dataset)
+    assert list(test_sets) == ["Market1501", "market_transformed"]
+    for label, source in (("Market1501", market), ("market_transformed", aligned)):
+        query, gallery = test_sets[label]
+        assert query["image_file_path"].tolist() == source.query["image_file_path"].tolist()
+        assert gallery["image_file_path"].tolist() == source.gallery["image_file_path"].tolist()
+    # A single dataset has its own test set only.
+    assert list(datasets.evaluation_test_sets(market)) == ["Market1501"]
+
+
+def test_trainset_part_train_needs_an_alignedreid_folder(tmp_path):
+    root = str(tmp_path)
+    dataset_fixtures.write_market1501(root)
+    folder = write_alignedreid_dataset(str(tmp_path / "aligned"))
+    train_part = datasets.load_dataset(folder, root, trainset_part="train")
+    assert sorted(train_part.train["identity_ID"].tolist()) == [2, 2, 7, 7]
+    with pytest.raises(ValueError, match="--trainset_part train needs a folder in AlignedReID"):
+        datasets.load_dataset("Market1501", root, trainset_part="train")
+    with pytest.raises(ValueError, match="Combined trains on the trainval part"):
+        datasets.load_dataset("Combined", root, trainset_part="train")
