@@ -164,6 +164,8 @@ FLAGS_READ_BY = {
             "local_distance_mutual_loss_weight",
         )
     },
+    # AlignedReID's train_ml.py computes the local distance term only then.
+    "local_distance_own_hard_samples": {True: ("local_distance_mutual_loss_weight",)},
     "triplet_loss_weight": {_above(0): ("triplet_margin",)},
     "cross_entropy_loss_weight": {_above(0): ("label_smoothing",)},
     "local_triplet_loss_weight": {_above(0): ("local_triplet_margin",)},
