@@ -22,13 +22,19 @@ from applications.backend import keras
 
 LAST_STRIDES = (1, 2)
 
-# Name -> tf2cv model name. All four are plain tf2cv classifiers whose `features` children are
-# init_block, stage1, stage2, stage3, stage4 and final_pool.
+# Name -> tf2cv model name: every ResNet, IBN-ResNet and ResNeSt depth that FlipReID's code
+# accepts (its applications/ copies of these tf2cv modules) and for which tf2cv publishes
+# ImageNet weights (FlipReID always loads them; tf2cv has none for resnet200 or
+# ibn_resnet152). All are plain tf2cv classifiers whose `features` children are init_block,
+# stage1, stage2, stage3, stage4 and final_pool. resnet18 is the small CPU backbone; FlipReID's
+# README uses resnet50, ibn_resnet50 and resnesta50.
 BACKBONE_MODEL_NAMES = {
-    "resnet18": "resnet18",
-    "resnet50": "resnet50",
-    "ibn_resnet50": "ibn_resnet50",
-    "resnesta50": "resnesta50",
+    name: name
+    for name in (
+        *(f"resnet{depth}" for depth in (10, 12, 14, 16, 18, 26, 34, 50, 101, 152)),
+        *(f"ibn_resnet{depth}" for depth in (50, 101)),
+        *(f"resnesta{depth}" for depth in (18, 50, 101, 152, 200, 269)),
+    )
 }
 
 DEFAULT_PRETRAINED_ROOT = os.path.join("~", ".tensorflow", "models")
@@ -135,7 +141,7 @@ def _tf2cv_model_name(backbone_name):
     if backbone_name not in BACKBONE_MODEL_NAMES:
         raise ValueError(
             "Unknown backbone_name {!r}; valid names are: {}.".format(
-                backbone_name, ", ".join(sorted(BACKBONE_MODEL_NAMES))
+                backbone_name, ", ".join(BACKBONE_MODEL_NAMES)
             )
         )
     return BACKBONE_MODEL_NAMES[backbone_name]
@@ -243,8 +249,8 @@ def build_backbone(
     """Builds a registered backbone as a trunk plus a factory of last-stage copies.
 
     Args:
-        backbone_name: one of BACKBONE_MODEL_NAMES ("resnet18", "resnet50", "ibn_resnet50",
-            "resnesta50").
+        backbone_name: one of BACKBONE_MODEL_NAMES (e.g. "resnet18", "resnet50",
+            "ibn_resnet50", "resnesta50", "resnet101", "resnesta101").
         image_height: input height in pixels (a multiple of 32 keeps the stripes even).
         image_width: input width in pixels.
         pretrained: load tf2cv's ImageNet weights into the trunk and every last-stage copy.

@@ -5,12 +5,37 @@ import pytest
 import requests
 
 from applications import backbones
-from applications.backbones import build_backbone, pretrained_file_path
+from applications.backbones import BACKBONE_MODEL_NAMES, build_backbone, pretrained_file_path
 
 
 def test_unknown_backbone_lists_valid_names():
-    with pytest.raises(ValueError, match="ibn_resnet50, resnesta50, resnet18, resnet50"):
+    with pytest.raises(ValueError, match="resnet152, ibn_resnet50, ibn_resnet101, resnesta18"):
         build_backbone("vgg16", 64, 32)
+
+
+def test_every_registered_depth_is_a_tf2cv_model_with_imagenet_weights():
+    from tf2cv.model_provider import _models
+    from tf2cv.models.model_store import get_model_name_suffix_data
+
+    # FlipReID's code accepts these (and loads their ImageNet weights); issue 16 names four.
+    assert {"resnet101", "resnet152", "ibn_resnet101", "resnesta101"} <= set(BACKBONE_MODEL_NAMES)
+    for backbone_name, model_name in BACKBONE_MODEL_NAMES.items():
+        assert model_name in _models, backbone_name
+        get_model_name_suffix_data(model_name)  # raises for a model without published weights
+        assert pretrained_file_path(backbone_name).endswith(".tf2.h5")
+
+
+@pytest.mark.parametrize(
+    "backbone_name, last_channels",
+    [("resnesta18", 512), ("ibn_resnet101", 2048)],
+)
+def test_other_depths_build_with_last_stride_one(backbone_name, last_channels):
+    backbone = build_backbone(backbone_name, 64, 32, last_stride=1)
+    copy = backbone.build_last_stage_copy("copy")
+    assert backbone.trunk_output_shape[:2] == (4, 2)  # 1/16 of 64x32
+    assert copy.output_shape[1:] == (4, 2, last_channels)  # last stride 1 keeps it
+    features = np.random.default_rng(0).normal(size=(1, *backbone.trunk_output_shape))
+    assert np.isfinite(copy(features.astype(np.float32)).numpy()).all()
 
 
 def test_copies_of_the_last_stage_are_independent_with_equal_weights():
