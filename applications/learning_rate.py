@@ -2,7 +2,8 @@
 
 Every rule's result is finally raised to at least `learning_rate_lower_bound`, as in FlipReID.
 The epoch index counts across the frozen-backbone and unfrozen stages, so one rule covers a
-whole run.
+whole run; with `restart_epoch` (FlipReID's procedure, --restart_schedule_after_freezing) the
+rule starts again at its epoch 0 when the backbone is unfrozen.
 """
 
 import functools
@@ -194,9 +195,30 @@ def _validate(mode, settings):
         )
 
 
-def _bounded(epoch_index, *, rule, learning_rate_lower_bound, **settings):
+def schedule_epoch_index(epoch_index, restart_epoch=0):
+    """The epoch a schedule is at during run epoch `epoch_index` (both 0-based).
+
+    FlipReID fits its frozen stage for N epochs and then fits again for --epoch_num epochs, so
+    its scheduler sees 0..N-1, then 0, 1, ... again (two warm-ups).
+
+    Args:
+        epoch_index: int >= 0, the epoch of the run.
+        restart_epoch: int >= 0, the run epoch at which the schedule restarts (the number of
+            frozen epochs); 0 means it never does.
+
+    Returns:
+        int: epoch_index before restart_epoch, epoch_index - restart_epoch from it on.
+    """
+    if restart_epoch > 0 and epoch_index >= restart_epoch:
+        return epoch_index - restart_epoch
+    return epoch_index
+
+
+def _bounded(epoch_index, *, rule, learning_rate_lower_bound, restart_epoch, **settings):
     learning_rate = rule(
-        epoch_index, learning_rate_lower_bound=learning_rate_lower_bound, **settings
+        schedule_epoch_index(epoch_index, restart_epoch),
+        learning_rate_lower_bound=learning_rate_lower_bound,
+        **settings,
     )
     return float(max(learning_rate, learning_rate_lower_bound))
 
@@ -215,6 +237,7 @@ def build_learning_rate_function(
     exponential_decay_start_epoch=76,
     staircase_decay_epochs=(101, 201),
     staircase_decay_factor=0.1,
+    restart_epoch=0,
 ):
     """Returns f(epoch_index) -> learning rate (float) for a learning-rate mode.
 
@@ -240,6 +263,9 @@ def build_learning_rate_function(
         staircase_decay_epochs: increasing 1-based epochs at whose start "staircase" multiplies
             the rate by staircase_decay_factor.
         staircase_decay_factor: multiplier in (0, 1] per listed epoch ("staircase").
+        restart_epoch: int >= 0: from this epoch of the run on, the rule restarts at its epoch
+            0 (`schedule_epoch_index`; FlipReID after its frozen epochs, with epoch_num the
+            epochs after unfreezing); 0: one schedule over the whole run.
 
     Raises:
         ValueError: unknown mode or inconsistent settings.
@@ -258,9 +284,12 @@ def build_learning_rate_function(
         staircase_decay_factor=staircase_decay_factor,
     )
     _validate(learning_rate_mode, settings)
+    if isinstance(restart_epoch, bool) or not isinstance(restart_epoch, int) or restart_epoch < 0:
+        raise ValueError(f"restart_epoch must be an int >= 0, got {restart_epoch!r}.")
     return functools.partial(
         _bounded,
         rule=rule,
         learning_rate_lower_bound=learning_rate_lower_bound,
+        restart_epoch=restart_epoch,
         **settings,
     )

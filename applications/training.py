@@ -1,4 +1,10 @@
-"""The fit loop: an optional frozen-backbone stage, then the whole model, on one epoch count."""
+"""The fit loop: an optional frozen-backbone stage, then the whole model.
+
+Two ways to count the epochs: by default the frozen epochs are part of --epoch_num; with
+--restart_schedule_after_freezing (FlipReID's procedure) they come before --epoch_num epochs of
+training the whole model, and the learning-rate schedule restarts when the backbone is unfrozen
+(`applications.learning_rate.schedule_epoch_index`).
+"""
 
 from absl import logging
 
@@ -13,14 +19,17 @@ def fit_in_stages(
     callbacks=(),
     verbose=1,
     initial_epoch=0,
+    restart_schedule_after_freezing=False,
 ):
-    """Trains `training_model` for `epoch_num` epochs in total, or the epochs left of them.
+    """Trains `training_model` for `count_epochs(...)` epochs in all, or the epochs left of them.
 
     The first `freeze_backbone_for_N_epochs` epochs train only the heads (and pooling); the rest
-    train everything. Both stages share one epoch count (the second `fit` starts at
-    `initial_epoch`), so a learning-rate schedule of the epoch index runs once over the whole
-    run, unlike FlipReID, whose second stage restarts at epoch 0 and warms up again. The same
-    callback objects serve both stages, so histories and best-checkpoint state carry over.
+    train everything. Both stages share one epoch count for Keras and the callbacks (the second
+    `fit` starts at `initial_epoch`), so histories and best-checkpoint state carry over. Without
+    `restart_schedule_after_freezing` the run has `epoch_num` epochs in all; with it (FlipReID's
+    procedure) it has freeze_backbone_for_N_epochs + epoch_num, and the learning-rate callback
+    is expected to restart its schedule at the unfreezing epoch (build it with
+    restart_epoch=freeze_backbone_for_N_epochs).
 
     A resumed run passes `initial_epoch` (the number of epochs already done): it starts in the
     stage that epoch belongs to, with the learning-rate schedule at that epoch.
@@ -33,11 +42,14 @@ def fit_in_stages(
             steps_per_epoch), so the data stream continues where it stopped instead of
             restarting: each `fit` call starts a new iterator of a plain dataset.
         steps_per_epoch: int >= 1.
-        epoch_num: int >= 1, total epochs.
-        freeze_backbone_for_N_epochs: int >= 0; values >= epoch_num freeze it throughout.
+        epoch_num: int >= 1, total epochs, or with restart_schedule_after_freezing the epochs
+            after unfreezing.
+        freeze_backbone_for_N_epochs: int >= 0; without restart_schedule_after_freezing, values
+            >= epoch_num freeze it throughout.
         callbacks: sequence of keras callbacks.
         verbose: int, Keras fit verbosity (1 = progress bar, 2 = one line per epoch).
-        initial_epoch: int in [0, epoch_num], epochs already done (0 for a new run).
+        initial_epoch: int in [0, total epochs], epochs already done (0 for a new run).
+        restart_schedule_after_freezing: bool, FlipReID's epoch count (see above).
 
     Returns:
         dict str -> list of float: the Keras history of the epochs run here, concatenated.
@@ -50,14 +62,18 @@ def fit_in_stages(
         raise ValueError(
             f"--freeze_backbone_for_N_epochs must be 0 or more, got {freeze_backbone_for_N_epochs}."
         )
-    if not 0 <= initial_epoch <= epoch_num:
+    total_epoch_num = count_epochs(
+        epoch_num, freeze_backbone_for_N_epochs, restart_schedule_after_freezing
+    )
+    if not 0 <= initial_epoch <= total_epoch_num:
         raise ValueError(
-            f"initial_epoch must be in [0, --epoch_num={epoch_num}], got {initial_epoch}."
+            f"initial_epoch must be in [0, {total_epoch_num}] (the run's epochs), got "
+            f"{initial_epoch}."
         )
     stages = [
         (backbone_trainable, max(start, initial_epoch), end)
         for backbone_trainable, start, end in compute_stages(
-            epoch_num, freeze_backbone_for_N_epochs
+            total_epoch_num, freeze_backbone_for_N_epochs
         )
         if end > initial_epoch
     ]
@@ -92,6 +108,23 @@ def fit_in_stages(
         for key, values in stage_history.history.items():
             history.setdefault(key, []).extend(values)
     return history
+
+
+def count_epochs(epoch_num, freeze_backbone_for_N_epochs, restart_schedule_after_freezing=False):
+    """The number of epochs a run trains in all.
+
+    Args:
+        epoch_num: int >= 1, --epoch_num.
+        freeze_backbone_for_N_epochs: int >= 0.
+        restart_schedule_after_freezing: bool; FlipReID's procedure trains the frozen epochs
+            before --epoch_num more (--freeze_backbone_for_N_epochs 20 --epoch_num 200: 220).
+
+    Returns:
+        int: epoch_num, or freeze_backbone_for_N_epochs + epoch_num.
+    """
+    if restart_schedule_after_freezing:
+        return freeze_backbone_for_N_epochs + epoch_num
+    return epoch_num
 
 
 def compute_stages(epoch_num, freeze_backbone_for_N_epochs):

@@ -219,6 +219,153 @@ class IdentityBalancedSampler:
         return np.asarray(taken, dtype=np.int64)
 
 
+class FlipReIDSampler:
+    """FlipReID's identity sampler: P x K batches cut from shuffled passes over the identities.
+
+    Each pass shuffles the images of every identity that has at least K of them and cuts them
+    into floor(n / K) groups of K, leaving the remainder out of that pass; identities with fewer
+    than K images are skipped throughout. Batches are then drawn while at least P identities have
+    groups left: P distinct identities chosen uniformly at random among those, one group each
+    (the last group of each, popped). When fewer than P are left, their groups are dropped and
+    the next pass starts. So an identity appears about floor(n / K) times a pass, unlike the
+    round-robin `IdentityBalancedSampler`. Rows are laid out as there: K rows per identity.
+
+    FlipReID draws from NumPy's global generator in its data workers; this one draws from its
+    own seeded generator, so equal seeds give equal batches.
+
+    Args:
+        labels: int array (num_images,), the identity label of each image.
+        identity_num_per_batch: P.
+        image_num_per_identity: K.
+        seed: seed of the sampler's random generator.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        identity_num_per_batch: int,
+        image_num_per_identity: int,
+        seed: int = 0,
+    ):
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.size == 0:
+            raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}.")
+        if identity_num_per_batch <= 0 or image_num_per_identity <= 0:
+            raise ValueError(
+                "--identity_num_per_batch and --image_num_per_identity must be positive, got "
+                f"{identity_num_per_batch} and {image_num_per_identity}."
+            )
+        self.identity_num_per_batch = identity_num_per_batch
+        self.image_num_per_identity = image_num_per_identity
+        self.seed = seed
+        # Identities in order of first appearance, each with its images in file order, as
+        # FlipReID's dict built over the training records.
+        _, first_positions, inverse = np.unique(labels, return_index=True, return_inverse=True)
+        self.identity_image_indices = [
+            np.flatnonzero(inverse == identity) for identity in np.argsort(first_positions)
+        ]
+        self.num_skipped_identities = sum(
+            len(indices) < image_num_per_identity for indices in self.identity_image_indices
+        )
+        num_usable = len(self.identity_image_indices) - self.num_skipped_identities
+        if num_usable < identity_num_per_batch:
+            raise ValueError(
+                f"--sampling_mode flipreid skips identities with fewer than "
+                f"--image_num_per_identity={image_num_per_identity} images, which leaves "
+                f"{num_usable} identities, fewer than --identity_num_per_batch="
+                f"{identity_num_per_batch}; lower either flag or use --sampling_mode balanced."
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.identity_num_per_batch * self.image_num_per_identity
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yields int32 arrays (P * K,) of image indices; a new iterator restarts the sequence."""
+        return self.iterate()
+
+    def iterate(self, start_batch_index: int = 0) -> Iterator[np.ndarray]:
+        """Yields the same batches as `iter(self)`, starting at batch `start_batch_index`.
+
+        Args:
+            start_batch_index: int >= 0, batches of the sequence to skip (drawn and discarded,
+                index arithmetic only), so a resumed run sees the batches an uninterrupted one
+                sees from there on.
+
+        Yields:
+            int32 arrays (P * K,) of image indices.
+        """
+        if start_batch_index < 0:
+            raise ValueError(f"start_batch_index must be 0 or more, got {start_batch_index}.")
+        batches = self._batches()
+        for _ in range(start_batch_index):
+            next(batches)
+        yield from batches
+
+    def _batches(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        num_wanted = self.image_num_per_identity
+        while True:
+            groups_by_identity = {}
+            for identity, indices in enumerate(self.identity_image_indices):
+                if len(indices) < num_wanted:
+                    continue
+                group_num = len(indices) // num_wanted
+                shuffled = rng.permutation(indices)[: group_num * num_wanted]
+                groups_by_identity[identity] = np.split(shuffled, group_num)
+            while len(groups_by_identity) >= self.identity_num_per_batch:
+                identities = rng.choice(
+                    list(groups_by_identity), size=self.identity_num_per_batch, replace=False
+                )
+                batch = []
+                for identity in identities:
+                    groups = groups_by_identity[identity]
+                    batch.append(groups.pop())
+                    if not groups:
+                        del groups_by_identity[identity]
+                yield np.concatenate(batch).astype(np.int32)
+
+
+SAMPLING_MODES = ("balanced", "flipreid")
+
+
+def build_identity_sampler(
+    labels,
+    *,
+    sampling_mode="balanced",
+    identity_num_per_batch,
+    image_num_per_identity,
+    seed=0,
+):
+    """The P x K sampler of a --sampling_mode.
+
+    Args:
+        labels: int array (num_images,), the identity label of each image.
+        sampling_mode: "balanced" (IdentityBalancedSampler) or "flipreid" (FlipReIDSampler).
+        identity_num_per_batch: P.
+        image_num_per_identity: K.
+        seed: seed of the sampler.
+
+    Returns:
+        IdentityBalancedSampler or FlipReIDSampler.
+
+    Raises:
+        ValueError: an unknown mode (the message lists the valid ones) or unusable settings.
+    """
+    samplers = {"balanced": IdentityBalancedSampler, "flipreid": FlipReIDSampler}
+    if sampling_mode not in samplers:
+        raise ValueError(
+            f"--sampling_mode must be one of {', '.join(SAMPLING_MODES)}; got {sampling_mode!r}."
+        )
+    return samplers[sampling_mode](
+        labels,
+        identity_num_per_batch=identity_num_per_batch,
+        image_num_per_identity=image_num_per_identity,
+        seed=seed,
+    )
+
+
 def _to_json_compatible(value):
     """NumPy's bit-generator state (nested dicts of ints) with NumPy integers made plain."""
     if isinstance(value, dict):

@@ -4,7 +4,11 @@ import math
 
 import pytest
 
-from applications.learning_rate import LEARNING_RATE_FUNCTIONS, build_learning_rate_function
+from applications.learning_rate import (
+    LEARNING_RATE_FUNCTIONS,
+    build_learning_rate_function,
+    schedule_epoch_index,
+)
 
 
 def test_constant():
@@ -150,3 +154,35 @@ def test_staircase_multiplies_at_the_start_of_listed_epochs():
 def test_alignedreid_modes_reject_bad_settings(mode, settings, message):
     with pytest.raises(ValueError, match=message):
         build_learning_rate_function(mode, **settings)
+
+
+def _flipreid_default_rate(epoch_index, epoch_num):
+    """FlipReID's "default" rule at its flag defaults, by hand: warm-up over 10 epochs from 2e-6
+    to 2e-4, then a division by 10 every 30 epochs, floored at 2e-6."""
+    del epoch_num  # only its drop factor 0 would read it
+    if epoch_index < 10:
+        rate = (2e-4 - 2e-6) / 9 * epoch_index + 2e-6
+    else:
+        rate = 2e-4 / 10 ** int((epoch_index - 10) / 30)
+    return max(rate, 2e-6)
+
+
+def test_restart_after_freezing_gives_flipreids_two_schedules():
+    # FlipReID: fit(epochs=20) frozen, then fit(epochs=200): its scheduler sees 0..19, then
+    # 0..199, both with epoch_num 200.
+    function = build_learning_rate_function("default", epoch_num=200, restart_epoch=20)
+    expected = [_flipreid_default_rate(index, 200) for index in [*range(20), *range(200)]]
+    assert [function(epoch) for epoch in range(220)] == pytest.approx(expected, rel=1e-12)
+    assert function(0) == function(20) == pytest.approx(2e-6)  # two warm-ups
+    assert function(19) == function(29) == pytest.approx(2e-4)
+    assert function(59) == pytest.approx(2e-4) and function(60) == pytest.approx(2e-5)
+    # Without the restart one schedule runs over the whole run.
+    single = build_learning_rate_function("default", epoch_num=220)
+    assert single(20) == pytest.approx(2e-4) and single(40) == pytest.approx(2e-5)
+
+
+def test_schedule_epoch_index_restarts_at_the_unfreezing_epoch():
+    assert [schedule_epoch_index(epoch, 3) for epoch in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert [schedule_epoch_index(epoch, 0) for epoch in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="restart_epoch must be an int >= 0"):
+        build_learning_rate_function("default", restart_epoch=-1)

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from applications.backend import keras, tf
-from applications.training import fit_in_stages
+from applications.learning_rate import build_learning_rate_function
+from applications.training import count_epochs, fit_in_stages
 from callbacks import EvaluationCallback, HistoryLogger
 
 
@@ -133,3 +134,44 @@ def test_fit_in_stages_rejects_bad_counts(kwargs, flag):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=flag):
         fit_in_stages(_compiled_tiny_model(), _dataset(), **arguments)
+
+
+def test_flipreid_procedure_trains_N_frozen_epochs_then_epoch_num_more_on_a_restarted_schedule():
+    model = _compiled_tiny_model()
+    fit_calls, scheduled = [], []
+    original_fit = model.fit
+
+    def recording_fit(*args, **kwargs):
+        fit_calls.append((model.backbone.trainable, kwargs["initial_epoch"], kwargs["epochs"]))
+        return original_fit(*args, **kwargs)
+
+    model.fit = recording_fit
+    schedule = build_learning_rate_function(
+        "warmup",
+        learning_rate_start=0.001,
+        learning_rate_end=0.004,
+        learning_rate_warmup_epochs=4,
+        restart_epoch=2,
+    )
+    history = fit_in_stages(
+        model,
+        _dataset(),
+        steps_per_epoch=2,
+        epoch_num=3,
+        freeze_backbone_for_N_epochs=2,
+        restart_schedule_after_freezing=True,
+        callbacks=[
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch: scheduled.append(schedule(epoch)) or schedule(epoch)
+            )
+        ],
+        verbose=0,
+    )
+    # --freeze_backbone_for_N_epochs 2 --epoch_num 3: 2 + 3 epochs, as FlipReID's two fits.
+    assert count_epochs(3, 2, restart_schedule_after_freezing=True) == 5
+    assert count_epochs(3, 2) == 3
+    assert fit_calls == [(False, 0, 2), (True, 2, 5)]
+    assert len(history["loss"]) == 5
+    # The warm-up ramp (0.001 + 0.001 per epoch) starts again after unfreezing.
+    assert scheduled == pytest.approx([0.001, 0.002, 0.001, 0.002, 0.003])
+    assert history["lr"] == pytest.approx(scheduled)  # what the optimizer used

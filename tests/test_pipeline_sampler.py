@@ -1,11 +1,16 @@
-"""Tests of the identity-balanced P x K sampler (pure NumPy, no images)."""
+"""Tests of the P x K identity samplers, balanced and FlipReID's (pure NumPy, no images)."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from datasets.sampler import IdentityBalancedSampler, compute_steps_per_epoch
+from datasets.sampler import (
+    FlipReIDSampler,
+    IdentityBalancedSampler,
+    build_identity_sampler,
+    compute_steps_per_epoch,
+)
 
 
 def _labels(image_counts):
@@ -171,3 +176,96 @@ def test_training_pipeline_started_at_a_batch_index_matches_the_uninterrupted_st
         np.testing.assert_array_equal(images, expected_images)
     # Sanity: the augmentation is on and position-dependent, so a wrong start would differ.
     assert not np.array_equal(uninterrupted[0][0], uninterrupted[4][0])
+
+
+def _flipreid_reference_batches(labels, P, K, rng):
+    """FlipReID's TrainDataSequence generator written out plainly, with `rng` for np.random.
+
+    Per pass: every identity (in order of first appearance) with at least K images is shuffled
+    and cut into len // K sections of K; then, while at least P identities have sections, P of
+    them are drawn without replacement and each gives up its last section.
+    """
+    images_by_identity = {}
+    for index, label in enumerate(labels):
+        images_by_identity.setdefault(label, []).append(index)
+    while True:
+        sections_by_identity = {}
+        for identity, images in images_by_identity.items():
+            if len(images) < K:
+                continue
+            shuffled = np.array(images)
+            rng.shuffle(shuffled)
+            section_num = len(shuffled) // K
+            sections_by_identity[identity] = list(
+                np.split(shuffled[: section_num * K], section_num)
+            )
+        while len(sections_by_identity) >= P:
+            chosen = rng.choice(list(sections_by_identity.keys()), size=P, replace=False)
+            batch = []
+            for identity in chosen:
+                batch += sections_by_identity[identity].pop(-1).tolist()
+                if not sections_by_identity[identity]:
+                    del sections_by_identity[identity]
+            yield batch
+
+
+def test_flipreid_sampler_draws_flipreids_batches():
+    # Identities in shuffled order of first appearance, 1 to 11 images each.
+    rng = np.random.default_rng(3)
+    labels = rng.permutation(_labels(rng.integers(1, 12, size=25)))
+    sampler = FlipReIDSampler(labels, identity_num_per_batch=4, image_num_per_identity=3, seed=7)
+    reference = _flipreid_reference_batches(labels, 4, 3, np.random.default_rng(7))
+    for batch, expected in zip(itertools.islice(sampler, 300), reference):
+        assert batch.dtype == np.int32
+        assert batch.tolist() == expected
+
+
+def test_flipreid_sampler_skips_small_identities_and_uses_each_image_once_a_pass():
+    image_counts = [2, 9, 3, 12, 5, 1, 7, 6, 4, 3]
+    labels = _labels(image_counts)
+    P, K = 3, 4
+    sampler = FlipReIDSampler(labels, identity_num_per_batch=P, image_num_per_identity=K)
+    assert sampler.num_skipped_identities == 4  # 2, 3, 1 and 3 images: fewer than K
+    batches = np.stack(list(itertools.islice(sampler, 200)))
+    batch_labels = labels[batches].reshape(len(batches), P, K)
+    assert (batch_labels == batch_labels[:, :, :1]).all()  # K contiguous rows per identity
+    assert all(len(set(row)) == P for row in batch_labels[:, :, 0])
+    assert set(batch_labels.ravel()) == {1, 3, 4, 6, 7, 8}
+    # The first pass: identities with 9, 12, 5, 7, 6 and 4 images give 2, 3, 1, 1, 1, 1 groups
+    # (9 groups); draws stop when fewer than P identities have groups left, so each image at
+    # most once and each identity at most len // K times.
+    first_pass = batches[:2].ravel()
+    assert len(set(first_pass)) == len(first_pass)
+    visits = np.bincount(labels[first_pass[::K]], minlength=len(image_counts))
+    assert (visits <= np.array(image_counts) // K).all()
+    # Over many passes an identity with more groups is drawn more often (12 images: 3 groups a
+    # pass, 4 images: 1), where the balanced sampler visits every identity equally.
+    long_visits = np.bincount(batch_labels[:, :, 0].ravel(), minlength=len(image_counts))
+    assert long_visits[3] > 1.3 * long_visits[8]
+
+
+def test_flipreid_sampler_resumes_from_a_batch_index_and_repeats_with_a_seed():
+    labels = _labels([5, 8, 4, 9, 6, 4])
+    make = lambda seed: FlipReIDSampler(  # noqa: E731
+        labels, identity_num_per_batch=2, image_num_per_identity=4, seed=seed
+    )
+    uninterrupted = list(itertools.islice(make(1), 30))
+    resumed = list(itertools.islice(make(1).iterate(start_batch_index=12), 18))
+    np.testing.assert_array_equal(np.stack(uninterrupted[12:]), np.stack(resumed))
+    assert any(not np.array_equal(a, b) for a, b in zip(uninterrupted, make(2)))
+
+
+def test_flipreid_sampler_with_too_few_usable_identities_names_the_flags():
+    labels = _labels([2, 8, 3, 9])  # two identities with K = 4 images or more
+    with pytest.raises(ValueError, match="leaves 2 identities.*--identity_num_per_batch=3"):
+        FlipReIDSampler(labels, identity_num_per_batch=3, image_num_per_identity=4)
+
+
+def test_build_identity_sampler_by_mode():
+    labels = _labels([4, 4, 4])
+    arguments = dict(identity_num_per_batch=2, image_num_per_identity=2)
+    assert isinstance(build_identity_sampler(labels, **arguments), IdentityBalancedSampler)
+    flipreid = build_identity_sampler(labels, sampling_mode="flipreid", **arguments)
+    assert isinstance(flipreid, FlipReIDSampler)
+    with pytest.raises(ValueError, match="--sampling_mode must be one of balanced, flipreid"):
+        build_identity_sampler(labels, sampling_mode="random", **arguments)
