@@ -58,6 +58,7 @@ RECIPE_DEFAULTS = {
         "max_value": 1.0,
         "regularization_mode": "l2",
         "use_horizontal_flipping_inside_model": False,
+        "flip_batch_norm_mode": "separate",
         "freeze_backbone_for_N_epochs": 20,
         "steps_per_epoch": 200,
         "epoch_num": 200,
@@ -134,7 +135,11 @@ def resolve_recipe(recipe, backbone_model_name):
     return "flipreid" if backbone_model_name in FLIPREID_BACKBONES else "random_init"
 
 
-MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+# "auto": mixed_bfloat16 under random_init on a CPU with native bfloat16, else float32 (see
+# applications/precision.py).
+MIXED_PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+EVALUATION_PRECISIONS = ("float32", "bfloat16")
+FLIP_BATCH_NORM_MODES = ("shared", "separate")
 
 
 def option(default, help, *, lower_bound=None, upper_bound=None, choices=None, rule=None):
@@ -403,6 +408,15 @@ class ModelConfig(_Group):
         "horizontal flip, and add the flipping loss (MSE between the two embeddings). "
         "FlipReID's flag defaults to off; its published results use it.",
     )
+    flip_batch_norm_mode: str = option(
+        "shared",
+        "With the flip structure, the batch-norm statistics of training: shared (one batch of "
+        "the images and their flips, one set of statistics over the 2B images; the random_init "
+        "default) or separate (two passes of B images, statistics per pass, as FlipReID, which "
+        "calls its inference model on the images and then on their flips; the flipreid "
+        "recipe's). Inference mode is the same in both.",
+        choices=FLIP_BATCH_NORM_MODES,
+    )
     use_local_branch: bool = option(
         False,
         "AlignedReID's local branch on the global branch's feature map: mean over the width, 1x1 "
@@ -593,8 +607,13 @@ class TrainingConfig(_Group):
         lower_bound=1,
     )
     mixed_precision_policy: str = option(
-        "float32",
-        "Keras mixed-precision policy; mixed_float16 suits NVIDIA GPUs. Losses stay float32.",
+        "auto",
+        "Keras mixed-precision policy of training. auto: mixed_bfloat16 under the random_init "
+        "recipe on a CPU with native bfloat16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo) and "
+        "no GPU in use, float32 otherwise (the flipreid and alignedreid recipes keep their "
+        "reference's float32); the run's first lines say which and why. float32 turns "
+        "bfloat16 off; mixed_float16 suits NVIDIA GPUs. Losses, GeM pooling, the embeddings "
+        "and the distances stay float32.",
         choices=MIXED_PRECISION_POLICIES,
     )
     seed: int = option(0, "Random seed of weights, sampling and augmentation.")
@@ -646,6 +665,15 @@ class EvaluationConfig(_Group):
         True,
         "Average each test embedding with that of the flipped image (FlipReID's flag defaults "
         "to off).",
+    )
+    evaluation_precision: str = option(
+        "float32",
+        "Precision of feature extraction in evaluation: float32 (also after bfloat16 training: "
+        "the trained weights are copied into a float32 twin of the inference model, so "
+        "evaluation numbers compare with float32 runs) or bfloat16 (the layers compute in "
+        "bfloat16, the embeddings and distances stay float32; faster on a CPU with native "
+        "bfloat16, see README, Speed).",
+        choices=EVALUATION_PRECISIONS,
     )
     distance_metric: str = option(
         "cosine", "Distance between embeddings.", choices=tuple(DISTANCE_METRICS)

@@ -37,6 +37,14 @@ from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
 from applications.model_evaluation import SKIPPED_GALLERY_KEY, SKIPPED_QUERY_KEY
 from applications.mutual_learning import build_mutual_learning_models, save_each_model_weights
+from applications.precision import (
+    build_precision_twin,
+    evaluation_policy,
+    num_visible_gpus,
+    read_cpu_flags,
+    resolve_mixed_precision_policy,
+    restored_global_policy,
+)
 from applications.result_pictures import write_result_pictures
 from applications.run_state import (
     RunState,
@@ -447,7 +455,8 @@ def _train(
     # The guard first: its epoch-end weight check must run before evaluation and saving.
     callbacks = [
         NaNGuard(
-            mixed_precision_policy=training.mixed_precision_policy,
+            # The policy resolved from --mixed_precision_policy (auto names none).
+            mixed_precision_policy=keras.mixed_precision.global_policy().name,
             recovery_note_fn=recovery_note,
         ),
         keras.callbacks.LearningRateScheduler(learning_rate_function),
@@ -533,7 +542,9 @@ def run_experiment(config):
     with handle_stop_signals() as stop_request:
         opened["stop_request"] = stop_request
         try:
-            return _run_experiment(config, opened)
+            # A run's policy (e.g. mixed_bfloat16) must not outlive it in the process.
+            with restored_global_policy():
+                return _run_experiment(config, opened)
         except RunInterrupted as interruption:
             if "run" in opened and opened["run"].is_chief:
                 interruption.run_folder_path = opened["run"].run_folder_path
@@ -569,6 +580,16 @@ def _run_experiment(config, opened):
         f"Recipe {recipe} for {model.backbone_model_name}: the defaults of the flags not given "
         f"(--recipe; {'FlipReID' if recipe == 'flipreid' else 'training from random weights'})."
     )
+    training_policy, policy_reason = resolve_mixed_precision_policy(
+        config.training.mixed_precision_policy,
+        recipe,
+        cpu_flags=read_cpu_flags(),
+        num_gpus=num_visible_gpus(),
+    )
+    print(
+        f"Precision: training in {training_policy} ({policy_reason}); evaluation features in "
+        f"{evaluation.evaluation_precision} (--evaluation_precision)."
+    )
     # Before any TensorFlow operation: logical devices and multi-worker set-up need it.
     strategy = _distribution_strategy(config.training)
     chief = is_chief(strategy)
@@ -578,8 +599,7 @@ def _run_experiment(config, opened):
     if evaluation.pretrained_model_file_path:
         check_weights_file_readable(evaluation.pretrained_model_file_path)
     keras.utils.set_random_seed(config.training.seed)
-    if config.training.mixed_precision_policy != "float32":
-        keras.mixed_precision.set_global_policy(config.training.mixed_precision_policy)
+    keras.mixed_precision.set_global_policy(training_policy)
 
     dataset, query, gallery = _load_data(data, config.training.seed)
     # Images that pass the load-time check but fail to decode, met while running: skipped,
@@ -630,6 +650,13 @@ def _run_experiment(config, opened):
     if run.state is None:
         _write_json(os.path.join(output_folder_path, "model_config.json"), model_config)
 
+    # Evaluation and export compute at --evaluation_precision, whatever the training policy:
+    # a twin inference model under that policy gets the trained weights at each use.
+    evaluation_models = build_precision_twin(
+        inference_model,
+        lambda: build_flipreid_models(**model_config)[1],
+        evaluation_policy(evaluation.evaluation_precision),
+    )
     evaluate = None
     if query is not None:
         features_file_path = (
@@ -641,7 +668,7 @@ def _run_experiment(config, opened):
         def evaluate():
             print(f"\nEvaluating on {len(query)} query and {len(gallery)} gallery images ...")
             metrics = evaluate_models(
-                inference_model,
+                evaluation_models(),
                 query,
                 gallery,
                 image_height=model.image_height,
@@ -699,7 +726,8 @@ def _run_experiment(config, opened):
                 )
 
     # Pictures and export show one model: the first one of a --model_num run.
-    shown_model = inference_model[0] if isinstance(inference_model, list) else inference_model
+    shown_models = evaluation_models()
+    shown_model = shown_models[0] if isinstance(shown_models, list) else shown_models
     if chief and evaluation.visualize_ranked_lists and query is not None:
         pictures = write_result_pictures(
             shown_model,
