@@ -4,10 +4,12 @@
 - a model with a local branch (two outputs: embedding and stripe features): AlignedReID's six
   rows (``evaluation.aligned_evaluation``);
 - a list of models (mutual learning): each model evaluated on its own, its metrics under
-  ``model_<i>_`` (1-based), the best model's copied without prefix and ``best_model`` = its i.
-A single plain model gives exactly evaluate_model's result. Undecodable query and gallery images
-are left out with their records and returned by name under SKIPPED_QUERY_KEY and
-SKIPPED_GALLERY_KEY, with or without a local branch.
+  ``model_<i>_`` (1-based), the best model's copied without prefix and ``best_model`` = its i;
+- ``normalize_feature`` (AlignedReID's ``--normalize_feature``): the global features, and each
+  stripe, L2-normalised before any distance, as AlignedReID's test does.
+A single plain model without normalize_feature gives exactly evaluate_model's result.
+Undecodable query and gallery images are left out with their records and returned by name under
+SKIPPED_QUERY_KEY and SKIPPED_GALLERY_KEY, with or without a local branch.
 """
 
 import time
@@ -20,6 +22,7 @@ from applications.model_evaluation import (
     SKIPPED_GALLERY_KEY,
     SKIPPED_QUERY_KEY,
     evaluate_model,
+    extract_features,
     save_features_file,
 )
 from datasets.image_files import NUM_NAMED_EXAMPLES, SkippedImageLog
@@ -27,9 +30,10 @@ from datasets.pipeline import build_testing_dataset
 from evaluation.aligned_evaluation import (
     evaluate_aligned_features,
     format_row_metrics,
+    l2_normalize_features,
     metrics_by_row,
 )
-from evaluation.report import format_metrics
+from evaluation.report import evaluate_features, format_metrics
 
 _FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
 
@@ -140,7 +144,7 @@ def extract_global_and_local_features(
     )
 
 
-def _evaluate_local_model(
+def _evaluate_extracted_model(
     inference_model,
     query,
     gallery,
@@ -156,13 +160,13 @@ def _evaluate_local_model(
     normalize_feature,
     verbose,
 ):
+    """A local-branch model's six rows, or a plain model's rows on normalised features."""
     start_time = time.perf_counter()
+    has_local = has_local_output(inference_model)
 
     def extract(split, split_name):
         image_file_paths = split["image_file_path"].to_numpy(dtype=str)
-        global_features, local_features, positions = extract_global_and_local_features(
-            inference_model,
-            image_file_paths,
+        options = dict(
             image_height=image_height,
             image_width=image_width,
             batch_size=batch_size,
@@ -170,6 +174,15 @@ def _evaluate_local_model(
             verbose=verbose,
             skipped_images=SkippedImageLog(split_name),
         )
+        if has_local:
+            global_features, local_features, positions = extract_global_and_local_features(
+                inference_model, image_file_paths, **options
+            )
+        else:
+            global_features, positions = extract_features(
+                inference_model, image_file_paths, return_positions=True, **options
+            )
+            local_features = None
         is_kept = np.zeros(len(split), dtype=bool)
         is_kept[positions] = True
         skipped = image_file_paths[~is_kept].tolist()
@@ -186,29 +199,46 @@ def _evaluate_local_model(
     gallery_features, gallery_local, gallery, skipped_gallery = extract(gallery, "gallery")
     images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
+        # The features as the model gives them (before any normalisation).
+        local_arrays = (
+            dict(query_local_features=query_local, gallery_local_features=gallery_local)
+            if has_local
+            else {}
+        )
         save_features_file(
             features_file_path,
             query,
             gallery,
             query_features=query_features,
             gallery_features=gallery_features,
-            query_local_features=query_local,
-            gallery_local_features=gallery_local,
+            **local_arrays,
         )
-    metrics = evaluate_aligned_features(
-        query_features,
-        gallery_features,
-        query_local,
-        gallery_local,
+    ranking_inputs = (
         query["identity_ID"].to_numpy(),
         gallery["identity_ID"].to_numpy(),
         query["camera_ID"].to_numpy(),
         gallery["camera_ID"].to_numpy(),
-        distance_metric=distance_metric,
-        use_re_ranking=use_re_ranking,
-        cmc_config=cmc_config,
-        normalize_local_features=normalize_feature,
     )
+    options = dict(
+        distance_metric=distance_metric, use_re_ranking=use_re_ranking, cmc_config=cmc_config
+    )
+    if has_local:
+        metrics = evaluate_aligned_features(
+            query_features,
+            gallery_features,
+            query_local,
+            gallery_local,
+            *ranking_inputs,
+            normalize_features=normalize_feature,
+            **options,
+        )
+    else:
+        metrics = evaluate_features(
+            l2_normalize_features(query_features),
+            l2_normalize_features(gallery_features),
+            *ranking_inputs,
+            **options,
+        )
     metrics["feature_extraction_images_per_second"] = float(images_per_second)
     metrics[SKIPPED_QUERY_KEY] = skipped_query
     metrics[SKIPPED_GALLERY_KEY] = skipped_gallery
@@ -253,7 +283,8 @@ def evaluate_models(
         cmc_config: str.
         features_file_path: str or None, npz of the features (one file per model, suffixed
             _model_<i>, with several models).
-        normalize_feature: bool, L2-normalise each stripe before the local distance.
+        normalize_feature: bool, L2-normalise the global features and each stripe before any
+            distance (AlignedReID's --normalize_feature at test time).
         verbose: int.
 
     Returns:
@@ -296,8 +327,8 @@ def evaluate_models(
             metrics.update({f"model_{index + 1}_{key}": v for key, v in model_metrics.items()})
         metrics["best_model"] = best + 1
         return metrics
-    if has_local_output(inference_models):
-        return _evaluate_local_model(
+    if has_local_output(inference_models) or normalize_feature:
+        return _evaluate_extracted_model(
             inference_models,
             query,
             gallery,

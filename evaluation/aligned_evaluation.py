@@ -165,11 +165,27 @@ def _row_metrics(distmat, ranking_inputs, rank_list, cmc_config, prefix):
     return metrics, result
 
 
+# AlignedReID's test-time normalize() (aligned_reid/utils/distance.py) adds float32's epsilon.
+_NORMALIZATION_EPSILON = np.finfo(np.float32).eps
+
+
+def l2_normalize_features(features):
+    """Each vector (last axis) divided by its L2 norm + float32 epsilon, as AlignedReID's test.
+
+    Args:
+        features: float array (..., C): global (N, D) or stripe (N, H, C) features.
+
+    Returns:
+        float32 array of the same shape.
+    """
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=-1, keepdims=True)
+    return features / (norms + _NORMALIZATION_EPSILON)
+
+
 def l2_normalize_stripes(local_features):
-    """Each stripe divided by its L2 norm (+ 1e-12), as AlignedReID's --normalize_feature."""
-    local_features = np.asarray(local_features, dtype=np.float32)
-    norms = np.linalg.norm(local_features, axis=-1, keepdims=True)
-    return local_features / (norms + np.float32(1e-12))
+    """Each stripe divided by its L2 norm, as AlignedReID's --normalize_feature."""
+    return l2_normalize_features(local_features)
 
 
 def evaluate_aligned_features(
@@ -187,6 +203,7 @@ def evaluate_aligned_features(
     rank_list=DEFAULT_RANKS,
     cmc_config="market1501",
     normalize_local_features=False,
+    normalize_features=False,
 ):
     """Scores the global, local and global + local distances (AlignedReID's table rows).
 
@@ -203,8 +220,9 @@ def evaluate_aligned_features(
         use_re_ranking: bool, also score the k-reciprocal re-ranked distances of each row.
         rank_list: sequence of int, the CMC ranks to report.
         cmc_config: str, the CMC protocol.
-        normalize_local_features: bool, L2-normalise each stripe first (AlignedReID's
-            --normalize_feature).
+        normalize_local_features: bool, L2-normalise each stripe first.
+        normalize_features: bool, L2-normalise the global features and each stripe first, as
+            AlignedReID's test does with --normalize_feature (its default).
 
     Returns:
         dict str -> float. For each row r of ROW_NAMES: r_rank{k}, r_mAP, r_mINP and, with
@@ -221,7 +239,10 @@ def evaluate_aligned_features(
             gallery_camera_IDs,
         )
     )
-    if normalize_local_features:
+    if normalize_features:
+        query_features = l2_normalize_features(query_features)
+        gallery_features = l2_normalize_features(gallery_features)
+    if normalize_local_features or normalize_features:
         query_local_features = l2_normalize_stripes(query_local_features)
         gallery_local_features = l2_normalize_stripes(gallery_local_features)
     query_local = prepare_stripes(query_local_features, np.float32, "query_local_features")

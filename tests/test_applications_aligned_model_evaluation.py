@@ -9,6 +9,7 @@ from applications.aligned_model_evaluation import evaluate_models
 from applications.model import build_flipreid_models
 from applications.model_evaluation import SKIPPED_GALLERY_KEY, SKIPPED_QUERY_KEY
 from evaluation.aligned_evaluation import evaluate_aligned_features
+from evaluation.report import evaluate_features
 from tests.dataset_fixtures import write_bad_image_file
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 64, 32
@@ -100,3 +101,52 @@ def test_local_branch_evaluation_leaves_the_corrupt_images_out(tmp_path):
         )
         np.testing.assert_allclose(features["query_features"], query_global, atol=1e-5)
         np.testing.assert_allclose(features["gallery_local_features"], gallery_local, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_local_branch", [False, True])
+def test_normalize_feature_normalises_the_global_features_at_test_time(tmp_path, use_local_branch):
+    rng = np.random.default_rng(1)
+    query, query_images = _write_split(tmp_path / "query", [1, 2, 3], [1, 1, 1], None, rng)
+    gallery, gallery_images = _write_split(
+        tmp_path / "gallery", [1, 3, 2, 1, 3, 2], [2, 2, 2, 2, 2, 2], None, rng
+    )
+    extra = dict(use_local_branch=True, local_feature_dim=8) if use_local_branch else {}
+    _, inference_model = build_flipreid_models("resnet18", IMAGE_HEIGHT, IMAGE_WIDTH, 3, **extra)
+    metrics = evaluate_models(
+        inference_model,
+        query,
+        gallery,
+        image_height=IMAGE_HEIGHT,
+        image_width=IMAGE_WIDTH,
+        batch_size=4,
+        distance_metric="euclidean",
+        use_re_ranking=True,
+        normalize_feature=True,
+        features_file_path=str(tmp_path / "features.npz"),
+        verbose=0,
+    )
+    outputs = [
+        inference_model(np.stack(list(images.values())), training=False)
+        for images in (query_images, gallery_images)
+    ]
+    if use_local_branch:
+        outputs = [output[0] for output in outputs]
+    # AlignedReID's normalize(): x / (||x|| + float32 epsilon), then Euclidean distances.
+    unit = [
+        output.numpy() / (np.linalg.norm(output.numpy(), axis=1, keepdims=True) + 1.1920929e-07)
+        for output in outputs
+    ]
+    expected = evaluate_features(
+        *unit,
+        query["identity_ID"].to_numpy(),
+        gallery["identity_ID"].to_numpy(),
+        query["camera_ID"].to_numpy(),
+        gallery["camera_ID"].to_numpy(),
+        distance_metric="euclidean",
+        use_re_ranking=True,
+    )
+    for key in ("mAP", "rank1", "re_ranking_mAP"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-5), key
+    # features.npz keeps the features as the model gives them.
+    with np.load(tmp_path / "features.npz") as features:
+        np.testing.assert_allclose(features["query_features"], outputs[0].numpy(), atol=1e-5)

@@ -52,6 +52,7 @@ def run(tmp_path_factory):
         normalize_feature=True,
         model_num=2,
         local_distance_mutual_loss_weight=1.0,
+        local_distance_own_hard_samples=True,
         use_re_ranking=True,
         learning_rate_mode="staircase",
         staircase_decay_epochs=("2",),

@@ -25,7 +25,7 @@ from applications.config import (
         (dict(regularization_mode="weight_decay"), "--regularization_mode must be one of l2,"),
         (dict(label_smoothing=1.0), "--label_smoothing must be in [0, 1)"),
         (dict(gem_initial_power=0.0), "--gem_initial_power must be above 0"),
-        (dict(testing_size=1.5), "--testing_size must be 0 (no test evaluation)"),
+        (dict(testing_size=float("inf")), "--testing_size must be 0 (no test evaluation)"),
         (dict(testing_size=-0.5), "--testing_size must be 0 (no test evaluation)"),
         (dict(pretrained_model_file_path="/nonexistent.h5"), "--pretrained_model_file_path"),
         (dict(evaluation_only=True), "--evaluation_only needs --pretrained_model_file_path"),
@@ -65,6 +65,7 @@ def test_allowed_edge_values_and_conversions(tmp_path):
     assert config.training.random_erasing_probability == 1.0
     assert config.data.combined_dataset_names == ("Market1501", "MSMT17")
     assert build_experiment_config(testing_size=7).data.testing_size == 7.0
+    assert build_experiment_config(testing_size=2.7).data.testing_size == 2.7  # FlipReID: int()
     assert build_experiment_config(workers=None).training.workers is None
 
 

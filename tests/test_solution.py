@@ -93,7 +93,7 @@ def test_every_config_field_is_a_flag_with_its_default_help_and_group():
     "arguments, expected",
     [
         (["--epoch_num=0"], "--epoch_num"),
-        (["--testing_size=1.5"], "--testing_size"),
+        (["--testing_size=-1"], "--testing_size"),
         (["--last_stride=3"], "--last_stride must be one of 1, 2"),
         (["--backbone_model_name=vgg"], "resnet50"),
         (["--regularization_mode=weight_decay"], "decoupled"),
@@ -175,9 +175,51 @@ def test_recipe_defaults_follow_the_backbone_and_given_flags_win():
     assert flipreid.model.regularization_mode == "l2"
     own = _parse("python solution.py --backbone_model_name resnet50 --recipe random_init")
     assert own.model.pretrained is False and own.model.use_feature_clipping is False
-    small = _parse("python solution.py --recipe flipreid --nopretrained")
+    small = _parse(
+        "python solution.py --recipe flipreid --backbone_model_name resnet18 --nopretrained"
+    )
     assert small.model.backbone_model_name == "resnet18" and small.model.pretrained is False
     assert small.training.freeze_backbone_for_N_epochs == 20
+
+
+def test_flipreid_headline_command_trains_its_resnet50_from_imagenet_at_384x128():
+    config = _parse(FLIPREID_TRAINING)  # no --backbone_model_name, as in FlipReID's README
+    model, training = config.model, config.training
+    assert model.backbone_model_name == "resnet50" and model.pretrained is True
+    assert (model.image_height, model.image_width, model.last_stride) == (384, 128, 1)
+    assert (model.use_feature_clipping, model.regularization_mode) == (True, "l2")
+    # FlipReID's procedure: 20 frozen epochs, then the README's 200 on a restarted schedule,
+    # batches from its identity sampler.
+    assert (training.freeze_backbone_for_N_epochs, training.epoch_num) == (20, 200)
+    assert training.restart_schedule_after_freezing is True
+    assert training.sampling_mode == "flipreid"
+    assert (training.learning_rate_mode, training.learning_rate_base) == ("default", 2e-4)
+    # The other datasets of its README get the same.
+    for dataset_name in ("DukeMTMC_reID", "MSMT17"):
+        other = _parse(FLIPREID_TRAINING.replace("Market1501", dataset_name))
+        assert other.model.backbone_model_name == "resnet50" and other.model.pretrained is True
+
+
+def test_no_flags_is_the_cpu_demo_and_the_backbone_follows_the_dataset():
+    demo = _parse("python solution.py")
+    assert demo.data.dataset_name == "Synthetic"
+    assert (demo.model.backbone_model_name, demo.model.pretrained) == ("resnet18", False)
+    assert (demo.model.image_height, demo.model.image_width) == (64, 32)
+    assert demo.training.restart_schedule_after_freezing is False
+    assert demo.training.sampling_mode == "balanced"
+    assert demo == config_module.ExperimentConfig()
+    # A real dataset without a backbone: FlipReID's resnet50; a backbone or recipe given wins.
+    market = _parse("python solution.py --dataset_name Market1501")
+    assert (market.model.backbone_model_name, market.model.pretrained) == ("resnet50", True)
+    small = _parse("python solution.py --dataset_name Market1501 --backbone_model_name resnet18")
+    assert small.model.pretrained is False and small.model.image_height == 64
+    own = _parse("python solution.py --dataset_name Market1501 --recipe random_init")
+    assert (own.model.backbone_model_name, own.model.pretrained) == ("resnet18", False)
+    flipreid = _parse("python solution.py --recipe flipreid")
+    assert flipreid.data.dataset_name == "Synthetic"
+    assert (flipreid.model.backbone_model_name, flipreid.model.pretrained) == ("resnet50", True)
+    deeper = _parse("python solution.py --backbone_model_name resnesta101")
+    assert deeper.model.pretrained is True and deeper.training.sampling_mode == "flipreid"
 
 
 def run_solution(*arguments, check=True):
