@@ -33,19 +33,29 @@ from applications.backbones import BACKBONE_MODEL_NAMES
 from applications.layers import POOLING_LAYER_BUILDERS
 from applications.learning_rate import LEARNING_RATE_FUNCTIONS
 from datasets import DATASET_NAMES
+from datasets.sampler import SAMPLING_MODES
 from evaluation.distances import DISTANCE_METRICS
 from evaluation.metrics import CMC_CONFIGS
 
 REPOSITORY_FOLDER_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGULARIZATION_MODES = ("l2", "decoupled", "none")
 RECIPE_NAMES = ("auto", "random_init", "flipreid", "alignedreid")
-FLIPREID_BACKBONES = ("resnet50", "ibn_resnet50", "resnesta50")
+# The backbone of the CPU demo, the one backbone whose "auto" recipe is random_init.
+DEMO_BACKBONE = "resnet18"
+# Every other backbone is one FlipReID's code accepts with its ImageNet weights.
+FLIPREID_BACKBONES = tuple(name for name in BACKBONE_MODEL_NAMES if name != DEMO_BACKBONE)
+# The dataset of the CPU demo: without --backbone_model_name it keeps the demo backbone, and any
+# other dataset gets FlipReID's default backbone (so FlipReID's README commands, which name no
+# backbone, train its resnet50).
+DEMO_DATASET = "Synthetic"
+FLIPREID_DEFAULT_BACKBONE = "resnet50"
 # FlipReID's flag defaults (nixingyang/FlipReID, release 1.0.0, solution.py) where ours differ;
 # "random_init" is the fields' own defaults. FlipReID always starts from ImageNet weights and
 # trains until stopped (epoch_num 10**6); its README's commands pass --epoch_num 200.
 RECIPE_DEFAULTS = {
     "random_init": {},
     "flipreid": {
+        "backbone_model_name": FLIPREID_DEFAULT_BACKBONE,
         "pretrained": True,
         "image_height": 384,
         "image_width": 128,
@@ -60,6 +70,8 @@ RECIPE_DEFAULTS = {
         "use_horizontal_flipping_inside_model": False,
         "flip_batch_norm_mode": "separate",
         "freeze_backbone_for_N_epochs": 20,
+        "restart_schedule_after_freezing": True,
+        "sampling_mode": "flipreid",
         "steps_per_epoch": 200,
         "epoch_num": 200,
         "learning_rate_mode": "default",
@@ -120,15 +132,33 @@ RECIPE_DEFAULTS = {
 }
 
 
+def resolve_backbone_model_name(recipe, dataset_name):
+    """The backbone of a run that names none: it follows the recipe, or "auto" the dataset.
+
+    Args:
+        recipe: str, one of RECIPE_NAMES, as given.
+        dataset_name: str, the --dataset_name of the run.
+
+    Returns:
+        str: resnet18 (the demo's backbone) with --recipe random_init, or with "auto" on the
+        Synthetic dataset; resnet50 (FlipReID's default) with --recipe flipreid, or with "auto"
+        on any other dataset.
+    """
+    if recipe == "auto":
+        return DEMO_BACKBONE if dataset_name == DEMO_DATASET else FLIPREID_DEFAULT_BACKBONE
+    return RECIPE_DEFAULTS.get(recipe, {}).get("backbone_model_name", DEMO_BACKBONE)
+
+
 def resolve_recipe(recipe, backbone_model_name):
     """The recipe whose defaults apply: "auto" follows the backbone.
 
     Args:
         recipe: str, one of RECIPE_NAMES.
-        backbone_model_name: str, the backbone the run uses.
+        backbone_model_name: str, the backbone the run uses (given, or from
+            `resolve_backbone_model_name`).
 
     Returns:
-        "random_init" or "flipreid".
+        "random_init" for the demo's resnet18, "flipreid" for every other backbone.
     """
     if recipe != "auto":
         return recipe
@@ -176,7 +206,7 @@ def _non_negative_factor(help):
 
 
 def _is_testing_size(value):
-    return value == 0 or 0 < value <= 1 or (value > 1 and float(value).is_integer())
+    return 0 <= value < float("inf")
 
 
 def value_error(name, value, metadata):
@@ -315,14 +345,16 @@ class DataConfig(_Group):
     )
     testing_size: float = option(
         1.0,
-        "Part of the test set to evaluate on: a proportion in (0, 1] of the test identities, or "
-        "an absolute number of identities when above 1; 0 turns test evaluation off (as in "
-        "FlipReID: training then saves the last epoch's weights). Query and gallery images of "
-        "the chosen identities are kept together; the choice is deterministic.",
+        "Part of the test set to evaluate on, chosen exactly as FlipReID does: a proportion in "
+        "(0, 1] of the identities of query and gallery together (distractors count as one), or "
+        "a number of them when above 1 (truncated by int(), as FlipReID does: 2.7 keeps 2); 0 "
+        "turns test evaluation off (training then saves the last epoch's weights). Query and "
+        "gallery images of the chosen identities are kept together; the choice is "
+        "GroupShuffleSplit's with random_state 0, as in FlipReID.",
         rule=(
             _is_testing_size,
-            "must be 0 (no test evaluation), a proportion in (0, 1] or a whole number of "
-            "identities above 1",
+            "must be 0 (no test evaluation), a proportion in (0, 1] or a number of identities "
+            "above 1",
         ),
     )
 
@@ -334,17 +366,20 @@ class ModelConfig(_Group):
     recipe: str = option(
         "auto",
         "Defaults of the flags you do not set. random_init: what measured best from random "
-        "weights on a CPU (README, Learning); flipreid: FlipReID's own defaults (ImageNet "
-        "weights, 384x128, 20 frozen epochs, 10 warm-up epochs at 2e-4, clipping to [0, 1], L2, "
-        "200 steps per epoch...), so its README's command lines mean what they meant there; "
-        "auto: flipreid for FlipReID's backbones (resnet50, ibn_resnet50, resnesta50), "
-        "random_init for resnet18. Flags you set always win.",
+        "weights on a CPU (README, Learning); flipreid: FlipReID's own defaults and procedure "
+        "(resnet50 with ImageNet weights, 384x128, 20 frozen epochs before --epoch_num more with "
+        "the learning-rate schedule restarting, 10 warm-up epochs to 2e-4, clipping to [0, 1], "
+        "L2, its identity sampler, 200 steps per epoch...), so its README's command lines mean "
+        "what they meant there; auto: random_init for resnet18, flipreid for every other "
+        "backbone. Flags you set always win.",
         choices=RECIPE_NAMES,
     )
     backbone_model_name: str = option(
         "resnet18",
-        "Backbone from tf2cv. FlipReID uses resnet50, ibn_resnet50 or resnesta50; resnet18 is the "
-        "small backbone for CPU runs.",
+        "Backbone from tf2cv, with last stride 1 (--last_stride). Unset, it follows the recipe "
+        "and the dataset: resnet18 (the small CPU backbone) on the Synthetic dataset or with "
+        "--recipe random_init, resnet50 (FlipReID's default) on any other dataset or with "
+        "--recipe flipreid. FlipReID's README uses resnet50, ibn_resnet50 and resnesta50.",
         choices=tuple(BACKBONE_MODEL_NAMES),
     )
     pretrained: bool = option(
@@ -499,6 +534,23 @@ class TrainingConfig(_Group):
         0,
         "Train only the heads for the first N epochs (FlipReID: 20, with --pretrained).",
         lower_bound=0,
+    )
+    restart_schedule_after_freezing: bool = option(
+        False,
+        "FlipReID's procedure: the --freeze_backbone_for_N_epochs frozen epochs come before "
+        "--epoch_num epochs of training the whole model (N + epoch_num in all), and the "
+        "learning-rate schedule restarts at its epoch 0 when the backbone is unfrozen (a second "
+        "warm-up). Off: N + the rest make --epoch_num in all, on one schedule (the flipreid "
+        "recipe turns it on).",
+    )
+    sampling_mode: str = option(
+        "balanced",
+        "Identity sampler of the P x K batches. balanced: identities visited round-robin, each "
+        "equally often; one with fewer than K images repeats some. flipreid: FlipReID's: each "
+        "pass shuffles every identity's images into groups of K (leaving out the remainder), "
+        "skips identities with fewer than K images, and draws P identities at random among those "
+        "with groups left until fewer than P remain (the flipreid recipe's choice).",
+        choices=SAMPLING_MODES,
     )
     identity_num_per_batch: int = option(16, "Identities per batch (P).", lower_bound=2)
     image_num_per_identity: int = option(4, "Images per identity in a batch (K).", lower_bound=2)
@@ -897,7 +949,10 @@ def build_experiment_config(**values):
     """An ExperimentConfig from flag-named values; the rest take the recipe's defaults.
 
     Values not given come from the recipe (`--recipe`, see RECIPE_DEFAULTS), then from the
-    fields' own defaults.
+    fields' own defaults. Without a backbone_model_name, `resolve_backbone_model_name` picks it
+    (from the recipe, or with "auto" from the dataset), and "auto" then follows that backbone:
+    no flags at all is the Synthetic demo on resnet18 (random_init), and FlipReID's command
+    lines, which name a real dataset and no backbone, train resnet50 with the flipreid recipe.
 
     Args:
         **values: flag name -> value, e.g. epoch_num=2, dataset_name="Synthetic".
@@ -908,10 +963,12 @@ def build_experiment_config(**values):
     Raises:
         ValueError: an unknown name or a value that breaks a rule (the message names the flag).
     """
-    recipe = resolve_recipe(
-        values.get("recipe", "auto"),
-        values.get("backbone_model_name", ModelConfig.backbone_model_name),
-    )
+    given_recipe = values.get("recipe", "auto")
+    if "backbone_model_name" not in values:
+        dataset_name = values.get("dataset_name", DataConfig.dataset_name)
+        backbone_model_name = resolve_backbone_model_name(given_recipe, dataset_name)
+        values = {**values, "backbone_model_name": backbone_model_name}
+    recipe = resolve_recipe(given_recipe, values["backbone_model_name"])
     if recipe not in RECIPE_DEFAULTS:
         raise ValueError(f"--recipe must be one of {', '.join(RECIPE_NAMES)}, got {recipe!r}.")
     groups = {}

@@ -55,7 +55,7 @@ from applications.run_state import (
     file_manifest,
     open_run_folder,
 )
-from applications.training import fit_in_stages, stage_name
+from applications.training import count_epochs, fit_in_stages, stage_name
 from applications.weights import load_model_weights
 from applications.weights_file import check_weights_file, check_weights_file_readable
 from callbacks import EvaluationCallback, GeMPowerLogger, HistoryLogger
@@ -387,6 +387,7 @@ def _train(
         seed=training.seed,
         num_workers=training.workers,
         skipped_images=skipped_training_images,
+        sampling_mode=training.sampling_mode,
     )
 
     def training_images(initial_batch_index):
@@ -397,6 +398,9 @@ def _train(
     steps_per_epoch = training.steps_per_epoch or compute_steps_per_epoch(
         len(dataset.train), training.identity_num_per_batch, training.image_num_per_identity
     )
+    # FlipReID's procedure: N frozen epochs, then --epoch_num more on a restarted schedule.
+    restart = training.restart_schedule_after_freezing
+    epoch_num = count_epochs(training.epoch_num, training.freeze_backbone_for_N_epochs, restart)
     learning_rate_function = build_learning_rate_function(
         training.learning_rate_mode,
         epoch_num=training.epoch_num,
@@ -410,6 +414,7 @@ def _train(
         exponential_decay_start_epoch=training.exponential_decay_start_epoch,
         staircase_decay_epochs=[int(epoch) for epoch in training.staircase_decay_epochs],
         staircase_decay_factor=training.staircase_decay_factor,
+        restart_epoch=training.freeze_backbone_for_N_epochs if restart else 0,
     )
 
     def save_weights():
@@ -479,7 +484,7 @@ def _train(
         evaluation_callback = EvaluationCallback(
             evaluate_during_training,
             every_N_epochs=evaluation.evaluate_testing_every_N_epochs,
-            epoch_num=training.epoch_num,
+            epoch_num=epoch_num,
         )
         checkpoint_callback = RunStateCheckpoint(
             save_state,
@@ -512,15 +517,16 @@ def _train(
             freeze_backbone_for_N_epochs=training.freeze_backbone_for_N_epochs,
             callbacks=callbacks,
             initial_epoch=run.initial_epoch,
+            restart_schedule_after_freezing=restart,
         )
     if evaluation_callback is not None and evaluation_callback.last_metrics is None:
         # Resumed after the last epoch's checkpoint: only the final evaluation was missing.
-        evaluation_callback.on_epoch_end(training.epoch_num - 1, {})
+        evaluation_callback.on_epoch_end(epoch_num - 1, {})
     if evaluation_callback is None:
         # As FlipReID does without testing: the last epoch's weights are the result.
         save_weights()
-        print(f"\nTest evaluation is off: saved the weights of epoch {training.epoch_num}.")
-        return None, training.epoch_num
+        print(f"\nTest evaluation is off: saved the weights of epoch {epoch_num}.")
+        return None, epoch_num
     final_metrics = {
         key[len("test_") :]: value for key, value in evaluation_callback.last_metrics.items()
     }
@@ -714,7 +720,12 @@ def _run_experiment(config, opened):
         )
         if final_metrics is not None:
             results["final"] = final_metrics
-            epoch_num = config.training.epoch_num
+            training = config.training
+            epoch_num = count_epochs(
+                training.epoch_num,
+                training.freeze_backbone_for_N_epochs,
+                training.restart_schedule_after_freezing,
+            )
             print(format_evaluation(final_metrics, f"After {epoch_num} epochs on {dataset.name}:"))
             if config.model.use_local_branch or config.model.model_num > 1:
                 # AlignedReID's table: one entry per row (and per model, the best marked).

@@ -30,7 +30,7 @@ import numpy as np
 from applications.backend import tf
 from datasets.augmentation import IMAGENET_MEAN_RGB, AlbumentationsAugmentor
 from datasets.image_files import UNDECODABLE, SkippedImageLog, image_contents_look_whole_tf
-from datasets.sampler import IdentityBalancedSampler, compute_steps_per_epoch
+from datasets.sampler import build_identity_sampler, compute_steps_per_epoch
 
 __all__ = [
     "build_testing_dataset",
@@ -181,6 +181,7 @@ def build_training_dataset(
     deterministic: bool = False,
     initial_batch_index: int = 0,
     skipped_images: SkippedImageLog | None = None,
+    sampling_mode: str = "balanced",
 ) -> tf.data.Dataset:
     """Endless identity-balanced, augmented training batches.
 
@@ -210,6 +211,8 @@ def build_training_dataset(
         skipped_images: where undecodable files are recorded (each once, with a warning the
             first time); read it for the run's messages and its end-of-run count. None records
             into a private log (the warnings still appear).
+        sampling_mode: the identity sampler (datasets.sampler.SAMPLING_MODES): "balanced"
+            (IdentityBalancedSampler) or "flipreid" (FlipReID's, FlipReIDSampler).
 
     Returns:
         A dataset of (uint8 (P*K, H, W, 3) images, int32 (P*K,) labels), endless.
@@ -226,8 +229,9 @@ def build_training_dataset(
         )
     _check_image_size(image_height, image_width)
     num_parallel_calls = _check_num_workers(num_workers)
-    sampler = IdentityBalancedSampler(
+    sampler = build_identity_sampler(
         labels,
+        sampling_mode=sampling_mode,
         identity_num_per_batch=identity_num_per_batch,
         image_num_per_identity=image_num_per_identity,
         seed=seed,
