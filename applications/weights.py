@@ -1,16 +1,23 @@
-"""Loading weights saved by `save_weights` into a model rebuilt from the same settings."""
+"""Loading weights into a model rebuilt from the same settings.
+
+Two kinds of files load: those this project's `save_weights` writes (h5 or a checkpoint
+prefix), and FlipReID's own training_model.h5 / inference_model.h5 (read by structure and
+shape, `applications.flipreid_weights`).
+"""
 
 import os
 
 from applications.backend import tf
+from applications.flipreid_weights import is_flipreid_weights_file, load_flipreid_weights
 
 
 def load_model_weights(model, file_path):
-    """Loads weights saved by `save_weights` of a model built with the same flags.
+    """Loads weights saved by `save_weights` of a model built with the same flags, or FlipReID's.
 
     Args:
         model: the training model (or the inference model) to load into.
-        file_path: the weights file (.h5 or a checkpoint prefix).
+        file_path: the weights file (.h5 or a checkpoint prefix), or FlipReID's
+            training_model.h5 / inference_model.h5.
 
     Raises:
         FileNotFoundError: no file at file_path.
@@ -19,6 +26,9 @@ def load_model_weights(model, file_path):
     is_checkpoint = os.path.isfile(file_path + ".index")
     if not os.path.isfile(file_path) and not is_checkpoint:
         raise FileNotFoundError(f"No weights file at {file_path}.")
+    if not is_checkpoint and is_flipreid_weights_file(file_path):
+        load_flipreid_weights(model, file_path)
+        return
     try:
         status = model.load_weights(file_path)
         if is_checkpoint and status is not None:

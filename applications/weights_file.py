@@ -3,11 +3,20 @@
 h5py and Keras report an empty, truncated or foreign file with a long traceback that does not
 name the file; a weights file of another model fails deep inside Keras. These checks read only
 the file's structure (names and shapes, no code is executed) and say what was expected.
+
+Two layouts are accepted: this project's `save_weights` files, and FlipReID's own full-model
+files (`applications.flipreid_weights`).
 """
 
 import os
 
 import h5py
+
+from applications.flipreid_weights import (
+    FLIPREID_FORMAT,
+    describe_flipreid_mismatch,
+    read_flipreid_layout,
+)
 
 # HDF5 files start with this signature (at offset 0 for files written by h5py/Keras).
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -151,15 +160,52 @@ def check_weights_file(file_path, models, flag_name="--pretrained_model_file_pat
     """
     if check_weights_file_readable(file_path, flag_name) == "checkpoint":
         return next(iter(models))
+    with h5py.File(file_path, "r") as file:
+        flipreid_layout, not_flipreid_reason = read_flipreid_layout(file)
+        own_layout = _looks_like_own_layout(file)
+    if flipreid_layout is not None:
+        reasons = []
+        for description, model in models.items():
+            reason = describe_flipreid_mismatch(file_path, model)
+            if reason is None:
+                return description
+            reasons.append(f"{description}: {reason}")
+        raise WeightsFileError(
+            f"{flag_name} {file_path} is FlipReID's {flipreid_layout.file_kind} but does not fit "
+            f"the model built from the flags ({'; '.join(reasons)})."
+        )
     reasons = []
     for description, model in models.items():
         reason = describe_weights_mismatch(file_path, model)
         if reason is None:
             return description
         reasons.append(f"{description}: {reason}")
+    if not own_layout:
+        raise WeightsFileError(
+            f"{flag_name} {file_path} matches neither this project's save_weights layout "
+            f"({'; '.join(reasons)}) nor {FLIPREID_FORMAT} ({not_flipreid_reason}); pass "
+            "training_model.h5 or inference_model.h5 from a run folder of this project or of "
+            "FlipReID."
+        )
     raise WeightsFileError(
         f"{flag_name} {file_path} holds the weights of another model ({'; '.join(reasons)}). "
         "Pass the flags the file was trained with (its run folder's flags.json: "
         "backbone_model_name, region_num, pooling_mode, and the same training identities), or "
         "inference_model.h5 to evaluate on another dataset."
     )
+
+
+# Layers with weights that this project's save_weights files start with: the training model's
+# two sub-models, or the inference model's trunk.
+_OWN_FIRST_LAYERS = ("branch_network", "trunk")
+
+
+def _looks_like_own_layout(file):
+    """Tells whether an open h5 file is laid out as this project's save_weights writes."""
+    if "model_weights" in file or "layer_names" not in file.attrs:
+        return False
+    for layer_name in file.attrs["layer_names"]:
+        layer_group = file[_decode(layer_name)]
+        if len(layer_group.attrs.get("weight_names", [])):
+            return _decode(layer_name) in _OWN_FIRST_LAYERS
+    return False
