@@ -4,8 +4,8 @@ Images leave both pipelines as uint8 RGB (batch, image_height, image_width, 3): 
 accelerator copy is four times smaller than float32, and the model normalises them itself.
 
 Training: an `IdentityBalancedSampler` (NumPy) emits P x K image indices per batch; each image
-is read, checked, decoded (`tf.io.decode_image`, JPEG/PNG/BMP/GIF) and resized in parallel, then
-batched back into the sampler's P x K order and augmented once per batch with albumentations.
+is read, checked, decoded (JPEG to `cv2.imread`'s pixels, PNG/BMP/GIF) and resized in parallel,
+then batched back into the sampler's P x K order and augmented once per batch with albumentations.
 Every image carries its own seed (the run's seed and its position in the stream), so the
 augmentation does not depend on which thread runs it or when.
 
@@ -45,8 +45,12 @@ NO_DECODABLE_IMAGE = "no image of this identity decodes; a flat image stands in"
 def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width: int) -> tf.Tensor:
     """Reads one image file into uint8 (image_height, image_width, 3) RGB.
 
-    A file that does not look like a whole image (``datasets.image_files``' structural rule)
-    fails with an InvalidArgumentError naming it, before the decoder sees it.
+    JPEGs decode to exactly `cv2.imread`'s pixels, as in FlipReID (`tf.io.decode_jpeg` with
+    the accurate integer inverse DCT, OpenCV's default; `tf.io.decode_image`'s default gave 68 %
+    of values up to 18 levels apart, and is 1.2x faster). PNG, BMP and GIF files go through
+    `tf.io.decode_image`, which is exact for them. A file that does not look like a whole image
+    (``datasets.image_files``' structural rule) fails with an InvalidArgumentError naming it,
+    before the decoder sees it.
 
     Args:
         image_file_path: string scalar.
@@ -54,7 +58,9 @@ def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width
         image_width: output W.
 
     Returns:
-        uint8 (image_height, image_width, 3), bilinear resize (as FlipReID's cv2.resize).
+        uint8 (image_height, image_width, 3), bilinear resize with half-pixel centres (as
+        FlipReID's `cv2.resize`; cv2's fixed-point arithmetic rounds some pixels one level
+        apart).
     """
     contents = tf.io.read_file(image_file_path)
     check = tf.debugging.Assert(
@@ -66,7 +72,11 @@ def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width
         name="check_image_file",
     )
     with tf.control_dependencies([check]):
-        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        image = tf.cond(
+            tf.io.is_jpeg(contents),
+            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+        )
     image = tf.image.resize(image, [image_height, image_width], method="bilinear")
     image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
     image.set_shape([image_height, image_width, 3])
