@@ -134,6 +134,16 @@ CONFIGURATIONS = {
         "--mixed_precision_policy=mixed_bfloat16",
         "--nouse_horizontal_flipping_inside_model",
     ],
+    # Issue 16: FlipReID's procedure against the random_init choices. Its identity sampler
+    # (identities with fewer than K images skipped) against today's round-robin one; two frozen
+    # epochs inside --epoch_num on one schedule against FlipReID's two frozen epochs before
+    # --epoch_num more with the schedule restarted (so that row trains two epochs longer).
+    "flipreid_sampler": ["--sampling_mode=flipreid"],
+    "freeze_2_one_schedule": ["--freeze_backbone_for_N_epochs=2"],
+    "freeze_2_restarted_schedule": [
+        "--freeze_backbone_for_N_epochs=2",
+        "--restart_schedule_after_freezing",
+    ],
 }
 
 # Held-out Synthetic data: seeds and sizes no test uses; >= 100 identities for training.
