@@ -36,6 +36,8 @@ from evaluation.aligned_evaluation import (
 from evaluation.report import evaluate_features, format_metrics
 
 _FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
+# Between a test set's label and a metric name: "DukeMTMC_reID/mAP" (Combined's other test sets).
+TEST_SET_SEPARATOR = "/"
 
 
 def has_local_output(inference_model):
@@ -352,9 +354,29 @@ def _format_one(metrics, title):
     return format_metrics(metrics, title)
 
 
+def split_test_sets(metrics):
+    """Separates the metrics of Combined's other test sets ("<label>/<name>").
+
+    Args:
+        metrics: flat dict, the run's own test set unprefixed.
+
+    Returns:
+        (dict of the unprefixed metrics, dict label -> dict of that test set's metrics).
+    """
+    own, others = {}, {}
+    for key, value in metrics.items():
+        label, separator, name = key.partition(TEST_SET_SEPARATOR)
+        if separator:
+            others.setdefault(label, {})[name] = value
+        else:
+            own[key] = value
+    return own, others
+
+
 def format_evaluation(metrics, title):
     """Renders evaluate_models' metrics: one block per model with several, six rows with a
-    local branch, else as evaluation.report.format_metrics.
+    local branch, else as evaluation.report.format_metrics; then one block per other test set
+    ("<label>/<name>" keys, Combined's other datasets), titled with its label.
 
     Args:
         metrics: dict from evaluate_models.
@@ -363,6 +385,11 @@ def format_evaluation(metrics, title):
     Returns:
         str.
     """
+    metrics, others = split_test_sets(metrics)
+    if others:
+        blocks = [format_evaluation(metrics, title)]
+        blocks += [format_evaluation(values, f"  on {label}:") for label, values in others.items()]
+        return "\n".join(blocks)
     if "best_model" not in metrics:
         return _format_one(metrics, title)
     best = int(metrics["best_model"])
@@ -384,8 +411,14 @@ def metrics_for_json(metrics):
     Returns:
         dict: with a local branch, row name -> metrics (global, global_re_ranking, local, ...);
         with several models, "model_<i>" -> that model's entries and "best_model"; otherwise
-        {"global": ...} for the plain rows.
+        {"global": ...} for the plain rows. Combined's other test sets add "test_sets": label ->
+        the same nesting of that test set's metrics.
     """
+    metrics, others = split_test_sets(metrics)
+    if others:
+        nested = metrics_for_json(metrics)
+        nested["test_sets"] = {label: metrics_for_json(values) for label, values in others.items()}
+        return nested
     if "best_model" in metrics:
         nested = {"best_model": int(metrics["best_model"])}
         number = 1

@@ -17,6 +17,7 @@ import os
 import time
 
 from applications.aligned_model_evaluation import (
+    TEST_SET_SEPARATOR,
     evaluate_models,
     format_evaluation,
     metrics_for_json,
@@ -62,7 +63,8 @@ from callbacks import EvaluationCallback, GeMPowerLogger, HistoryLogger
 from callbacks.interruption import StopAtStepBoundary
 from callbacks.nan_guard import NaNGuard
 from callbacks.resume_checkpoint import RunStateCheckpoint
-from datasets import load_dataset, select_testing_subset
+from datasets import evaluation_test_sets, load_dataset, select_testing_subset
+from datasets.alignedreid import identity_steps_per_epoch
 from datasets.image_files import SkippedImageLog
 from datasets.pipeline import build_training_dataset, compute_steps_per_epoch
 
@@ -179,6 +181,7 @@ def _load_data(data, seed):
         combined_dataset_names=list(data.combined_dataset_names),
         evaluation_dataset_name=data.evaluation_dataset_name,
         verify_images=data.verify_images,
+        trainset_part=data.trainset_part,
         synthetic_options=dict(
             num_identities=data.synthetic_identity_num,
             num_cameras=data.synthetic_camera_num,
@@ -188,16 +191,27 @@ def _load_data(data, seed):
     )
     summary = f"{dataset.name}: {len(dataset.train)} training images of "
     summary += f"{dataset.num_train_identities} identities; "
+    # Combined: the test sets of its other datasets, each evaluated and reported on its own.
+    other_test_sets = {}
     if data.testing_size == 0:
         query = gallery = None
         summary += "test evaluation is off (--testing_size 0)."
     else:
         query, gallery = select_testing_subset(dataset.query, dataset.gallery, data.testing_size)
-        summary += f"testing on {len(query)} query and {len(gallery)} gallery images."
+        summary += f"testing on {len(query)} query and {len(gallery)} gallery images"
+        for label, (other_query, other_gallery) in list(evaluation_test_sets(dataset).items())[1:]:
+            other_test_sets[label] = select_testing_subset(
+                other_query, other_gallery, data.testing_size
+            )
+            summary += (
+                f", and on {label}'s {len(other_test_sets[label][0])} query and "
+                f"{len(other_test_sets[label][1])} gallery images"
+            )
+        summary += "."
     print(summary)
     for message in dataset.messages:
         print(f"  note: {message}")
-    return dataset, query, gallery
+    return dataset, query, gallery, other_test_sets
 
 
 def _record_skipped_testing_images(metrics, skipped_images):
@@ -384,6 +398,8 @@ def _train(
         horizontal_flip_probability=training.horizontal_flip_probability,
         patch_replacement_probability=training.patch_replacement_probability,
         random_erasing_probability=training.random_erasing_probability,
+        crop_ratio=training.crop_ratio,
+        ratio_crop_probability=training.ratio_crop_probability,
         seed=training.seed,
         num_workers=training.workers,
         skipped_images=skipped_training_images,
@@ -395,9 +411,20 @@ def _train(
             make_training_images(initial_batch_index=initial_batch_index), strategy
         )
 
-    steps_per_epoch = training.steps_per_epoch or compute_steps_per_epoch(
-        len(dataset.train), training.identity_num_per_batch, training.image_num_per_identity
-    )
+    if training.steps_per_epoch:
+        steps_per_epoch = training.steps_per_epoch
+    elif training.epoch_unit == "identities":
+        # AlignedReID's epoch: train.py (one model) drops the last incomplete batch of
+        # identities, train_ml.py (mutual learning) keeps it.
+        steps_per_epoch = identity_steps_per_epoch(
+            dataset.num_train_identities,
+            training.identity_num_per_batch,
+            keep_final_batch=config.model.model_num > 1,
+        )
+    else:
+        steps_per_epoch = compute_steps_per_epoch(
+            len(dataset.train), training.identity_num_per_batch, training.image_num_per_identity
+        )
     # FlipReID's procedure: N frozen epochs, then --epoch_num more on a restarted schedule.
     restart = training.restart_schedule_after_freezing
     epoch_num = count_epochs(training.epoch_num, training.freeze_backbone_for_N_epochs, restart)
@@ -479,7 +506,12 @@ def _train(
         def evaluate_during_training():
             metrics = evaluate()
             print(format_evaluation(metrics, "Test metrics:"))
-            return {key: value for key, value in metrics.items() if key not in _UNLOGGED_KEYS}
+            return {
+                key: value
+                for key, value in metrics.items()
+                # Also those of Combined's other test sets ("<label>/num_valid_queries").
+                if key.rpartition(TEST_SET_SEPARATOR)[2] not in _UNLOGGED_KEYS
+            }
 
         evaluation_callback = EvaluationCallback(
             evaluate_during_training,
@@ -584,7 +616,11 @@ def _run_experiment(config, opened):
     recipe = resolve_recipe(model.recipe, model.backbone_model_name)
     print(
         f"Recipe {recipe} for {model.backbone_model_name}: the defaults of the flags not given "
-        f"(--recipe; {'FlipReID' if recipe == 'flipreid' else 'training from random weights'})."
+        "(--recipe; "
+        + {"flipreid": "FlipReID", "alignedreid": "AlignedReID"}.get(
+            recipe, "training from random weights"
+        )
+        + ")."
     )
     training_policy, policy_reason = resolve_mixed_precision_policy(
         config.training.mixed_precision_policy,
@@ -607,7 +643,7 @@ def _run_experiment(config, opened):
     keras.utils.set_random_seed(config.training.seed)
     keras.mixed_precision.set_global_policy(training_policy)
 
-    dataset, query, gallery = _load_data(data, config.training.seed)
+    dataset, query, gallery, other_test_sets = _load_data(data, config.training.seed)
     # Images that pass the load-time check but fail to decode, met while running: skipped,
     # counted, and reported at the end.
     skipped_images = {
@@ -671,12 +707,15 @@ def _run_experiment(config, opened):
             else None
         )
 
-        def evaluate():
-            print(f"\nEvaluating on {len(query)} query and {len(gallery)} gallery images ...")
-            metrics = evaluate_models(
+        def evaluate_test_set(test_query, test_gallery, test_features_file_path, label=""):
+            print(
+                f"\nEvaluating on {label}{len(test_query)} query and {len(test_gallery)} gallery "
+                "images ..."
+            )
+            return evaluate_models(
                 evaluation_models(),
-                query,
-                gallery,
+                test_query,
+                test_gallery,
                 image_height=model.image_height,
                 image_width=model.image_width,
                 batch_size=evaluation.testing_batch_size,
@@ -684,9 +723,21 @@ def _run_experiment(config, opened):
                 distance_metric=evaluation.distance_metric,
                 use_re_ranking=evaluation.use_re_ranking,
                 cmc_config=evaluation.cmc_config,
-                features_file_path=features_file_path,
+                features_file_path=test_features_file_path,
                 normalize_feature=config.losses.normalize_feature,
             )
+
+        def evaluate():
+            metrics = evaluate_test_set(query, gallery, features_file_path)
+            # Combined's other test sets: "<label>/<metric>" (see format_evaluation).
+            for label, (other_query, other_gallery) in other_test_sets.items():
+                other_features_file_path = features_file_path and os.path.join(
+                    output_folder_path, f"features_{label}.npz"
+                )
+                other = evaluate_test_set(
+                    other_query, other_gallery, other_features_file_path, f"{label}'s "
+                )
+                metrics.update({f"{label}{TEST_SET_SEPARATOR}{k}": v for k, v in other.items()})
             _record_skipped_testing_images(metrics, skipped_images)
             return metrics
 
@@ -727,7 +778,7 @@ def _run_experiment(config, opened):
                 training.restart_schedule_after_freezing,
             )
             print(format_evaluation(final_metrics, f"After {epoch_num} epochs on {dataset.name}:"))
-            if config.model.use_local_branch or config.model.model_num > 1:
+            if config.model.use_local_branch or config.model.model_num > 1 or other_test_sets:
                 # AlignedReID's table: one entry per row (and per model, the best marked).
                 results["final_rows"] = metrics_for_json(final_metrics)
             if "before_training" in results:

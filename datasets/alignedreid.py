@@ -377,3 +377,30 @@ def load_alignedreid_folder(
     return records.build_reid_dataset(
         dataset_name, splits["train"], splits["query"], splits["gallery"], messages, folder_path
     )
+
+
+def identity_steps_per_epoch(
+    num_identities: int, identity_num_per_batch: int, *, keep_final_batch: bool
+) -> int:
+    """Batches in AlignedReID's epoch, which visits every training identity once.
+
+    Its TrainSet draws identity_num_per_batch identities per batch from a shuffled list of all
+    of them; script/experiment/train.py drops the last incomplete batch (final_batch False: 751
+    identities at P = 32 give 23 batches on Market-1501), train_ml.py keeps it (24).
+
+    Args:
+        num_identities: training identities.
+        identity_num_per_batch: P.
+        keep_final_batch: True rounds up (train_ml.py), False down (train.py).
+
+    Returns:
+        int, at least 1.
+    """
+    if num_identities < 1 or identity_num_per_batch < 1:
+        raise ValueError(
+            f"need at least one identity and one identity per batch, got {num_identities} and "
+            f"{identity_num_per_batch}."
+        )
+    if keep_final_batch:
+        return max(1, -(-num_identities // identity_num_per_batch))
+    return max(1, num_identities // identity_num_per_batch)

@@ -1,6 +1,9 @@
 """FlipReID's training augmentation, in albumentations (NumPy/OpenCV).
 
-The transforms, in order (as in FlipReID's `ImageAugmentor`):
+The transforms, in order (as in FlipReID's `ImageAugmentor`, after AlignedReID's optional ratio
+crop, off by default):
+  0. ratio crop (AlignedReID's `PreProcessIm`): a window of random fractions in [crop_ratio, 1]
+     of the height and of the width, at a random place, resized back to the image size;
   1. random crop: pad the image by `padding` pixels filled with the ImageNet mean, then crop a
      random window of the original size back out;
   2. horizontal flip;
@@ -87,6 +90,46 @@ def sample_rectangle(
     return None
 
 
+def sample_ratio_crop(
+    image_height: int, image_width: int, crop_ratio: float, py_random: random.Random
+) -> tuple[int, int, int, int]:
+    """AlignedReID's random crop window: (top, left, height, width) in pixels.
+
+    As its PreProcessIm.pre_process_im: height and width fractions drawn apart, uniformly in
+    [crop_ratio, 1]; sizes int(H * fraction), int(W * fraction); the top-left corner uniform
+    over the positions left (its randint excludes the last one; a full side starts at 0).
+    """
+    crop_height = max(1, int(image_height * py_random.uniform(crop_ratio, 1.0)))
+    crop_width = max(1, int(image_width * py_random.uniform(crop_ratio, 1.0)))
+    top = py_random.randrange(image_height - crop_height) if crop_height < image_height else 0
+    left = py_random.randrange(image_width - crop_width) if crop_width < image_width else 0
+    return top, left, crop_height, crop_width
+
+
+class RatioCrop(A.ImageOnlyTransform):
+    """AlignedReID's ratio crop of an RGB uint8 image, resized back to its size (bilinear)."""
+
+    def __init__(self, crop_ratio: float = 1.0, p: float = 0.5):
+        super().__init__(p=p)
+        if not 0.0 < crop_ratio <= 1.0:
+            raise ValueError(f"crop_ratio must be in (0, 1], got {crop_ratio}.")
+        self.crop_ratio = crop_ratio
+
+    def get_params_dependent_on_data(self, params, data):
+        height, width = params["shape"][:2]
+        return {"window": sample_ratio_crop(height, width, self.crop_ratio, self.py_random)}
+
+    def apply(self, img, window=None, **params):
+        top, left, height, width = window
+        if (height, width) == img.shape[:2]:
+            return img
+        crop = np.ascontiguousarray(img[top : top + height, left : left + width])
+        return cv2.resize(crop, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    def get_transform_init_args_names(self):
+        return ("crop_ratio",)
+
+
 class RandomGrayscalePatchReplacement(A.ImageOnlyTransform):
     """Replaces a random rectangle of an RGB uint8 image by its grayscale version."""
 
@@ -131,9 +174,15 @@ def build_albumentations_transform(
     horizontal_flip_probability: float = 0.5,
     patch_replacement_probability: float = 0.8,
     random_erasing_probability: float = 0.8,
+    crop_ratio: float = 1.0,
+    ratio_crop_probability: float = 0.0,
 ) -> A.Compose:
-    """The FlipReID augmentation as an albumentations Compose for (H, W, 3) uint8 RGB images."""
+    """The FlipReID augmentation as an albumentations Compose for (H, W, 3) uint8 RGB images.
+
+    AlignedReID's ratio crop comes first when crop_ratio < 1 and ratio_crop_probability > 0.
+    """
     for name, value in [
+        ("ratio_crop_probability", ratio_crop_probability),
         ("random_crop_probability", random_crop_probability),
         ("horizontal_flip_probability", horizontal_flip_probability),
         ("patch_replacement_probability", patch_replacement_probability),
@@ -144,6 +193,8 @@ def build_albumentations_transform(
         image_height, image_width, padding_length, padding_ratio
     )
     transforms = []
+    if crop_ratio < 1.0 and ratio_crop_probability > 0.0:
+        transforms.append(RatioCrop(crop_ratio, p=ratio_crop_probability))
     if padding_height > 0 or padding_width > 0:
         transforms.append(
             A.Sequential(

@@ -186,6 +186,8 @@ def build_training_dataset(
     horizontal_flip_probability: float = 0.5,
     patch_replacement_probability: float = 0.0,
     random_erasing_probability: float = 0.0,
+    crop_ratio: float = 1.0,
+    ratio_crop_probability: float = 0.0,
     seed: int = 0,
     num_workers: int | None = None,
     deterministic: bool = False,
@@ -209,6 +211,8 @@ def build_training_dataset(
         horizontal_flip_probability: probability of a horizontal flip.
         patch_replacement_probability: probability of the random grayscale patch replacement.
         random_erasing_probability: probability of random erasing.
+        crop_ratio: AlignedReID's ratio crop, the smallest fraction of each side kept (1: off).
+        ratio_crop_probability: probability of the ratio crop (AlignedReID --crop_prob).
         seed: seed of the sampling, of the replacement order and of the augmentation.
         num_workers: input-pipeline threads (FlipReID's --workers): the parallelism of each map
             and the size of the pipeline's own thread pool; None lets tf.data tune it.
@@ -259,6 +263,8 @@ def build_training_dataset(
             horizontal_flip_probability=horizontal_flip_probability,
             patch_replacement_probability=patch_replacement_probability,
             random_erasing_probability=random_erasing_probability,
+            crop_ratio=crop_ratio,
+            ratio_crop_probability=ratio_crop_probability,
         )
 
         def augment_batch(positions, images):
