@@ -1,5 +1,7 @@
 """The staged fit loop on a tiny dense model: freezing, one epoch count, shared callbacks."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -175,3 +177,43 @@ def test_flipreid_procedure_trains_N_frozen_epochs_then_epoch_num_more_on_a_rest
     # The warm-up ramp (0.001 + 0.001 per epoch) starts again after unfreezing.
     assert scheduled == pytest.approx([0.001, 0.002, 0.001, 0.002, 0.003])
     assert history["lr"] == pytest.approx(scheduled)  # what the optimizer used
+
+
+@pytest.mark.slow  # a whole (tiny) run: 36-44 s on 2 busy cores
+def test_a_run_with_flipreids_procedure_trains_the_frozen_epochs_first_on_a_restarted_schedule(
+    tmp_path,
+):
+    """solution.py's path: the config's restart and sampler reach the fit loop and the data."""
+    from applications.config import build_experiment_config
+    from applications.experiment import run_experiment
+
+    config = build_experiment_config(
+        dataset_name="Synthetic",
+        root_folder_path=str(tmp_path / "data"),
+        output_folder_path=str(tmp_path / "outputs"),
+        synthetic_identity_num=12,
+        synthetic_camera_num=2,
+        synthetic_image_num_per_identity=4,
+        backbone_model_name="resnet18",
+        image_height=64,
+        image_width=32,
+        identity_num_per_batch=3,
+        image_num_per_identity=2,
+        steps_per_epoch=1,
+        epoch_num=1,
+        freeze_backbone_for_N_epochs=1,
+        restart_schedule_after_freezing=True,
+        sampling_mode="flipreid",
+        learning_rate_mode="warmup",
+        learning_rate_start=1e-4,
+        learning_rate_end=3e-4,
+        learning_rate_warmup_epochs=3,
+        testing_size=0,
+        mixed_precision_policy="float32",
+    )
+    outcome = run_experiment(config)
+    history = pd.read_csv(os.path.join(outcome.output_folder_path, "history.csv"))
+    # 1 frozen + 1 epoch (one in all without the restart); the warm-up (1e-4, 2e-4, 3e-4)
+    # starts again after unfreezing (one schedule would give 2e-4 at epoch 2).
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["learning_rate"].tolist() == pytest.approx([1e-4, 1e-4])
