@@ -560,7 +560,11 @@ class TrainingConfig(_Group):
         lower_bound=0,
     )
     epoch_num: int = option(
-        8, "Number of epochs in all (FlipReID trains far longer).", lower_bound=1
+        8,
+        "Number of epochs in all; with --restart_schedule_after_freezing (the flipreid recipe) "
+        "the epochs after the --freeze_backbone_for_N_epochs frozen ones, as in FlipReID "
+        "(FlipReID: 10^6, train until stopped; its README: 200).",
+        lower_bound=1,
     )
     epoch_unit: str = option(
         "images",
