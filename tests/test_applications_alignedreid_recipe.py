@@ -199,3 +199,38 @@ def test_tiny_alignedreid_run_on_combined_reports_each_test_set(tmp_path):
     states = sorted(glob.glob(pattern, recursive=True))
     with open(states[-1]) as file:
         assert json.load(file)["stream_batch_index"] == 9 // 3
+
+
+def readme_alignedreid_commands():
+    """The solution.py command lines of the README's "Coming from AlignedReID" block."""
+    readme_path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+    with open(readme_path) as file:
+        text = file.read()
+    section = text[text.index("### Coming from AlignedReID") :]
+    block = section[section.index("```bash") + len("```bash") : section.index("```\n", 10)]
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        if line.startswith("python solution.py"):
+            commands.append(" ".join(line.split()))
+    return commands
+
+
+def test_the_readme_commands_mean_alignedreids(tmp_path):
+    train, mutual, test = readme_alignedreid_commands()
+    weights_file_path = tmp_path / "training_model.h5"
+    weights_file_path.write_bytes(b"")
+    for command in (train, mutual):
+        values = _parse(command.replace('"$HOME/datasets"', str(tmp_path))).to_flat()
+        expected = {
+            **ALIGNEDREID_DEFAULTS,
+            "normalize_feature": False,  # --normalize_feature false
+            "exponential_decay_start_epoch": 151,  # --exp_decay_at_epoch 151
+            "epoch_num": 300,  # --total_epochs 300
+        }
+        if command == mutual:  # --num_models 2 -pmlw 0 -gdmlw 1 -ldmlw 0
+            expected.update(model_num=2, probability_mutual_loss_weight=0.0)
+        assert {name: values[name] for name in expected} == expected
+    test = test.replace('"$HOME/datasets"', str(tmp_path))
+    test = test.replace("outputs/Market1501_resnet50/training_model.h5", str(weights_file_path))
+    config = _parse(test)
+    assert config.evaluation.evaluation_only and not config.losses.normalize_feature
