@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -185,3 +186,17 @@ def write_bad_image_file(image_file_path: str, kind: str) -> str:
     with open(image_file_path, "wb") as file:
         file.write(contents)
     return image_file_path
+
+
+def tree_digest(folder_path: str) -> str:
+    """SHA-256 over every file's path (relative to `folder_path`) and bytes: a dataset folder's
+    fingerprint, to check that a run left it untouched."""
+    digest = hashlib.sha256()
+    for parent, folder_names, file_names in sorted(os.walk(folder_path)):
+        folder_names.sort()
+        for file_name in sorted(file_names):
+            file_path = os.path.join(parent, file_name)
+            digest.update(os.path.relpath(file_path, folder_path).encode() + b"\0")
+            with open(file_path, "rb") as file:
+                digest.update(hashlib.sha256(file.read()).digest())
+    return digest.hexdigest()

@@ -5,7 +5,6 @@ to real runs of solution.py in test_run_resilience.py.
 """
 
 import errno
-import hashlib
 import json
 import os
 import types
@@ -26,6 +25,7 @@ from applications.run_state import (
     file_manifest,
     verify_checkpoint,
 )
+from tests.dataset_fixtures import tree_digest
 
 TINY = dict(
     dataset_name="Synthetic",
@@ -42,20 +42,6 @@ TINY = dict(
     steps_per_epoch=1,
     evaluate_before_training=False,
 )
-
-
-def tree_digest(folder_path):
-    """SHA-256 over every file's relative path and bytes, and every folder's path."""
-    digest = hashlib.sha256()
-    for parent, folder_names, file_names in sorted(os.walk(folder_path)):
-        folder_names.sort()
-        digest.update(os.path.relpath(parent, folder_path).encode() + b"/\0")
-        for file_name in sorted(file_names):
-            file_path = os.path.join(parent, file_name)
-            digest.update(file_name.encode() + b"\0")
-            with open(file_path, "rb") as file:
-                digest.update(hashlib.sha256(file.read()).digest())
-    return digest.hexdigest()
 
 
 def _history_epochs(run_folder_path):

@@ -1,7 +1,8 @@
-"""End-to-end: kill -9 and --resume, divergence, bad inputs, and distributed runs of solution.py."""
+"""End-to-end runs of solution.py: kill -9, Ctrl-C, SIGTERM and --resume; divergence; bad input."""
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -11,12 +12,16 @@ import time
 
 import pandas as pd
 import pytest
+from absl import flags as absl_flags
 
+import solution
+from applications.experiment import run_experiment
 from applications.run_state import (
     RUN_FAILED_FILE_NAME,
     RUN_INCOMPLETE_FILE_NAME,
     RunStateManager,
 )
+from tests.dataset_fixtures import tree_digest
 
 REPOSITORY_FOLDER_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,6 +109,91 @@ def test_kill_9_mid_epoch_then_resume_runs_every_epoch_exactly_once(tmp_path):
     again = _run(tmp_path, *flags, "--resume")
     assert again.returncode == 1 and "Nothing to resume" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def _signal_mid_epoch(tmp_path, flags, signal_number, *, epoch, epoch_num):
+    """Runs solution.py and sends it `signal_number` once `epoch` has taken its first step."""
+    process = subprocess.Popen(
+        _command(tmp_path, *flags),
+        cwd=REPOSITORY_FOLDER_PATH,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output, errors = [], []
+    for stream, sink in ((process.stdout, output), (process.stderr, errors)):
+        threading.Thread(
+            target=lambda stream=stream, sink=sink: sink.extend(iter(lambda: stream.read(1), "")),
+            daemon=True,
+        ).start()
+    deadline = time.monotonic() + 500
+    while "/4 [" not in "".join(output).partition(f"Epoch {epoch}/{epoch_num}")[2]:
+        assert time.monotonic() < deadline, "".join(output)[-2000:]
+        assert process.poll() is None, "".join(errors)[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal_number)
+    process.wait(timeout=300)
+    time.sleep(0.5)  # the readers drain the pipes
+    return subprocess.CompletedProcess(
+        process.args, process.returncode, "".join(output), "".join(errors)
+    )
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_stop_at_a_step_and_resume_skips_a_damaged_checkpoint(tmp_path):
+    flags = [
+        "--epoch_num=3",
+        "--steps_per_epoch=4",
+        "--evaluate_testing_every_N_epochs=3",
+        "--noevaluate_before_training",
+        "--learning_rate_base=1e12",  # read only by --learning_rate_mode default: a warning
+    ]
+    run_folder_path = tmp_path / "outputs" / "Synthetic_resnet18"
+    # Ctrl-C in epoch 3: epochs 1 and 2 have their checkpoints.
+    first = _signal_mid_epoch(tmp_path, flags, signal.SIGINT, epoch=3, epoch_num=3)
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert "Traceback" not in first.stderr and "KeyboardInterrupt" not in first.stderr
+    assert "Warning: --learning_rate_base has no effect: it is read only with " in first.stderr
+    line = first.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"Stopped by SIGINT at a step boundary. The checkpoint of epoch 2 is kept in "
+        f"{run_folder_path}; to continue: python "
+    ), line
+    assert (run_folder_path / RUN_INCOMPLETE_FILE_NAME).is_file()
+    assert not (run_folder_path / RUN_FAILED_FILE_NAME).exists()
+    assert sorted(os.listdir(run_folder_path / "checkpoints")) == ["epoch_0001", "epoch_0002"]
+    assert _history_epochs(run_folder_path) == [1, 2]
+    data_digest = tree_digest(tmp_path / "data")
+
+    # The newest checkpoint damaged as a failing disk leaves it: its largest file cut to half.
+    newest = run_folder_path / "checkpoints" / "epoch_0002"
+    damaged_file_path = max(newest.iterdir(), key=lambda path: path.stat().st_size)
+    size = damaged_file_path.stat().st_size
+    os.truncate(damaged_file_path, size // 2)
+    # SIGTERM in the resumed run's first epoch, epoch 2 again.
+    second = _signal_mid_epoch(tmp_path, [*flags, "--resume"], signal.SIGTERM, epoch=2, epoch_num=3)
+    assert second.returncode == 143, second.stderr[-3000:]
+    assert "Traceback" not in second.stderr
+    assert (
+        f"Skipped the damaged checkpoint epoch_0002: {damaged_file_path} is {size // 2} bytes "
+        f"where {size} were written (truncated)."
+    ) in second.stdout
+    assert f"Resuming {run_folder_path} after epoch 1 (checkpoint epoch_0001)" in second.stdout
+    line = second.stderr.strip().splitlines()[-1]
+    assert line.startswith("Stopped by SIGTERM at a step boundary. The checkpoint of epoch 1 ")
+    command = line.split("; to continue: ", 1)[1]
+    assert command.endswith(f"--resume_from={run_folder_path}") and " --resume " not in command
+
+    # The printed command, parsed as solution.py parses it, finishes the run (in-process).
+    flag_values = absl_flags.FlagValues()
+    solution.define_flags(flag_values)
+    flag_values(shlex.split(command)[1:])
+    run_experiment(solution.config_from_flags(flag_values))
+    assert _history_epochs(run_folder_path) == [1, 2, 3]
+    assert not (run_folder_path / RUN_INCOMPLETE_FILE_NAME).exists()
+    assert "final" in json.loads((run_folder_path / "metrics.json").read_text())
+    assert sorted(os.listdir(run_folder_path / "checkpoints")) == ["epoch_0002", "epoch_0003"]
+    assert tree_digest(tmp_path / "data") == data_digest  # the dataset folder is only read
 
 
 @pytest.mark.slow
