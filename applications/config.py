@@ -370,8 +370,11 @@ class ModelConfig(_Group):
         "(resnet50 with ImageNet weights, 384x128, 20 frozen epochs before --epoch_num more with "
         "the learning-rate schedule restarting, 10 warm-up epochs to 2e-4, clipping to [0, 1], "
         "L2, its identity sampler, 200 steps per epoch...), so its README's command lines mean "
-        "what they meant there; auto: random_init for resnet18, flipreid for every other "
-        "backbone. Flags you set always win.",
+        "what they meant there; alignedreid: AlignedReID's (resnet50 with ImageNet weights, "
+        "256x128, last stride 2, average pooling, P32 x K4, Adam 2e-4 decaying exponentially "
+        "from epoch 76 of 150, margin 0.3, --normalize_feature, an epoch of identities / P "
+        "batches, Euclidean re-ranked test; README, Coming from AlignedReID); auto: random_init "
+        "for resnet18, flipreid for every other backbone. Flags you set always win.",
         choices=RECIPE_NAMES,
     )
     backbone_model_name: str = option(
@@ -506,8 +509,9 @@ class LossesConfig(_Group):
     )
     normalize_feature: bool = option(
         False,
-        "L2-normalise the embeddings and each local stripe before the triplet distances and the "
-        "local evaluation distance (AlignedReID --normalize_feature).",
+        "L2-normalise the embeddings and each local stripe before every distance, in training "
+        "(triplet and mutual losses) and at test time (global and local features), as "
+        "AlignedReID --normalize_feature does (on in the alignedreid recipe).",
     )
     probability_mutual_loss_weight: float = option(
         1.0,
