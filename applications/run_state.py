@@ -175,6 +175,11 @@ def atomic_save_weights(model, file_path, *, is_chief=True):
             f"Could not write {file_path}: {_first_line(error)}. The previous file, if any, is "
             "intact."
         ) from error
+    except BaseException:
+        # Stopped at once (a second Ctrl-C) while saving: no temporary file is left behind.
+        with contextlib.suppress(OSError):
+            os.remove(temporary_path)
+        raise
     _fsync_folder(folder_path)
 
 
@@ -499,6 +504,9 @@ class RunStateManager:
                 f"({kept}) is intact; free space or fix the permissions, then resume with "
                 f"--resume_from {self.run_folder_path}."
             ) from error
+        except BaseException:
+            shutil.rmtree(temporary_path, ignore_errors=True)
+            raise
         self._prune()
         logging.debug("Checkpoint of epoch %d written to %s.", state.epoch, final_path)
         return final_path

@@ -5,13 +5,16 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import types
 
 import numpy as np
 import pytest
 
 from applications.backend import keras, tf
+from applications.interruption import RunInterrupted
 from applications.model import build_flipreid_models
 from applications.run_state import (
     RUN_FAILED_FILE_NAME,
@@ -475,3 +478,31 @@ def test_a_second_resume_of_a_live_run_is_refused(tmp_path):
         alive.wait()
     # Once that process is gone, the same run can be resumed.
     assert find_run_to_resume(str(tmp_path), "Synthetic_resnet18", flags)[0] == run_folder_path
+
+
+def test_a_stop_at_once_while_saving_leaves_the_previous_files_and_no_temporary_one(
+    tmp_path, monkeypatch
+):
+    model = _build_tiny(0)
+    file_path = str(tmp_path / "inference_model.h5")
+    atomic_save_weights(model, file_path)
+    saved_bytes = open(file_path, "rb").read()
+    manager = RunStateManager(str(tmp_path), model)
+    manager.save(RunState(epoch=1, stage="trainable", stream_batch_index=1))
+
+    def stopped_halfway(path, *args, **kwargs):
+        with open(path, "wb") as file:
+            file.write(b"\x89HDF\r\n\x1a\n partial")
+        raise RunInterrupted(signal.SIGINT, at_step_boundary=False)
+
+    with pytest.raises(RunInterrupted):
+        atomic_save_weights(types.SimpleNamespace(save_weights=stopped_halfway), file_path)
+    assert open(file_path, "rb").read() == saved_bytes
+    monkeypatch.setattr(
+        tf.train.Checkpoint, "write", lambda self, prefix: stopped_halfway(prefix + ".index")
+    )
+    with pytest.raises(RunInterrupted):
+        manager.save(RunState(epoch=2, stage="trainable", stream_batch_index=2))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints", "inference_model.h5"]
+    assert os.listdir(tmp_path / "checkpoints") == ["epoch_0001"]
+    assert verify_checkpoint(str(tmp_path / "checkpoints" / "epoch_0001")) is None
