@@ -36,6 +36,10 @@ def _above(bound):
     return When(f"above {bound:g}", lambda value, values: value is not None and value > bound)
 
 
+def _below(bound):
+    return When(f"below {bound:g}", lambda value, values: value is not None and value < bound)
+
+
 _SET = When("set", lambda value, values: bool(value))
 
 
@@ -72,6 +76,8 @@ _AUGMENTATION_PROBABILITIES = (
     "horizontal_flip_probability",
     "patch_replacement_probability",
     "random_erasing_probability",
+    "crop_ratio",
+    "ratio_crop_probability",
 )
 _LOSS_FLAGS = (
     "triplet_margin",
@@ -97,6 +103,7 @@ _TESTING_FLAGS = (
     "cmc_config",
     "testing_batch_size",
     "save_data_to_disk",
+    "evaluation_precision",
 )
 # What --evaluation_only leaves unread: everything about training (seed, precision and
 # devices still shape the evaluation and the Synthetic data).
@@ -118,6 +125,7 @@ _TRAINING_ONLY_FLAGS = (
     *_AUGMENTATION_PROBABILITIES,
     "workers",
     "jit_compile",
+    "epoch_unit",
     "evaluate_testing_every_N_epochs",
     "evaluate_before_training",
 )
@@ -147,7 +155,9 @@ FLAGS_READ_BY = {
     },
     "use_feature_clipping": {True: ("min_value", "max_value")},
     "pooling_mode": {"GeM": ("gem_initial_power",)},
-    "use_horizontal_flipping_inside_model": {True: ("flipping_loss_weight",)},
+    "use_horizontal_flipping_inside_model": {
+        True: ("flipping_loss_weight", "flip_batch_norm_mode")
+    },
     "use_local_branch": {
         True: (
             "local_feature_dim",
@@ -170,6 +180,10 @@ FLAGS_READ_BY = {
     "cross_entropy_loss_weight": {_above(0): ("label_smoothing",)},
     "local_triplet_loss_weight": {_above(0): ("local_triplet_margin",)},
     "freeze_backbone_for_N_epochs": {_above(0): ("restart_schedule_after_freezing",)},
+    "steps_per_epoch": {When("0", lambda value, values: value == 0): ("epoch_unit",)},
+    # AlignedReID's ratio crop: a probability and a ratio below 1 (1 keeps the whole image).
+    "ratio_crop_probability": {_above(0): ("crop_ratio",)},
+    "crop_ratio": {_below(1): ("ratio_crop_probability",)},
     "use_data_augmentation_in_training": {True: _AUGMENTATION_PROBABILITIES},
     "pretrained": {True: ("pretrained_root",)},
     "distribution_strategy": {"mirrored": ("cpu_logical_devices",)},

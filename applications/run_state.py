@@ -591,7 +591,7 @@ class RunStateManager:
                 state = self.read_state(path)
                 state.skipped_checkpoints = skipped
                 return state
-            logging.warning("Checkpoint %s skipped: %s.", path, problem)
+            logging.info("Checkpoint %s skipped: %s.", path, problem)
             skipped.append((path, problem))
         reasons = "; ".join(f"{os.path.basename(path)}: {problem}" for path, problem in skipped)
         raise ResumeError(

@@ -172,6 +172,11 @@ def test_switches_of_counts_datasets_and_testing():
     assert "--dataset_name CUHK03 (or Combined with CUHK03 among its datasets)" in variant
     assert _warnings("--dataset_name Combined --combined_dataset_names CUHK03,Synthetic "
                      "--cuhk03_variant labeled --synthetic_camera_num 3") == []  # fmt: skip
+    [unit] = _warnings("--steps_per_epoch 200 --epoch_unit identities")
+    assert "--epoch_unit has no effect: it is read only with --steps_per_epoch 0 (here" in unit
+    [crop] = _warnings("--crop_ratio 0.8")
+    assert "--ratio_crop_probability above 0 (here --ratio_crop_probability is 0.0)" in crop
+    assert _warnings("--crop_ratio 0.8 --ratio_crop_probability 0.5") == []
     [export] = _warnings("--noexport_with_flipping")
     assert "--export_folder_path set (here --export_folder_path is unset)" in export
 
