@@ -294,6 +294,8 @@ def _build_models(config, num_identities, strategy):
             **model_config,
             pretrained=model.pretrained and not config.evaluation.evaluation_only,
             pretrained_root=model.pretrained_root,
+            # Training only: how the flip structure's passes meet batch normalisation.
+            flip_batch_norm_mode=model.flip_batch_norm_mode,
             **factors,
         )
         # Mutual learning: inference_model is then the list of the models' inference models.
