@@ -30,6 +30,7 @@ import typing
 from collections.abc import Callable
 
 from applications.backbones import BACKBONE_MODEL_NAMES
+from applications.heads import IDENTITY_HEAD_MODES
 from applications.layers import POOLING_LAYER_BUILDERS
 from applications.learning_rate import LEARNING_RATE_FUNCTIONS
 from datasets import DATASET_NAMES
@@ -107,6 +108,7 @@ RECIPE_DEFAULTS = {
         "gamma_regularization_factor": 2.5e-4,
         "beta_regularization_factor": 2.5e-4,
         "use_horizontal_flipping_inside_model": False,
+        "identity_head": "linear",
         "triplet_margin": 0.3,
         "cross_entropy_loss_weight": 0.0,
         "flipping_loss_weight": 0.0,
@@ -464,6 +466,14 @@ class ModelConfig(_Group):
     )
     local_feature_dim: int = option(
         128, "Channels of each local (row) feature (AlignedReID: 128).", lower_bound=1
+    )
+    identity_head: str = option(
+        "bn_neck",
+        "The identity (softmax) head of each branch. bn_neck: FlipReID's batch-normalisation "
+        "neck and bias-free linear layer; linear: AlignedReID's linear layer with bias on the "
+        "raw embedding (the alignedreid recipe's; it trains only with "
+        "--cross_entropy_loss_weight above 0, AlignedReID's -idlw).",
+        choices=IDENTITY_HEAD_MODES,
     )
     model_num: int = option(
         1,

@@ -284,6 +284,9 @@ def _build_models(config, num_identities, strategy):
     )
     if model.use_local_branch:
         model_config.update(use_local_branch=True, local_feature_dim=model.local_feature_dim)
+    if model.identity_head != "bn_neck":
+        # Only when not the default, so model_config.json of earlier runs still rebuilds.
+        model_config.update(identity_head=model.identity_head)
     with strategy.scope():
         # The optimizer too: its slots must be created under the strategy's scope.
         factors, optimizer = regularization_settings(

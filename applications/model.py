@@ -6,7 +6,8 @@ Structure (Ni & Rahtu, FlipReID):
 - regional branch: another copy of stage 4, whose feature map is cut into `region_num`
   horizontal stripes; each stripe -> 3x3 conv (C4 / region_num filters) + ReLU -> pooling ->
   optional clipping;
-- one classification head per branch: BatchNormalization neck -> Dense softmax without bias.
+- one classification head per branch: BatchNormalization neck -> Dense softmax without bias
+  (or AlignedReID's Dense layer with bias on the raw embedding, identity_head="linear").
 The training model runs every image and its horizontal flip through the same branch network,
 averages the two embeddings of each branch for the triplet and identity losses, and adds the
 mean squared error between them as the flipping loss.
@@ -43,6 +44,7 @@ def build_flipreid_models(
     use_local_branch=False,
     local_feature_dim=128,
     flip_batch_norm_mode="shared",
+    identity_head="bn_neck",
 ):
     """Builds the FlipReID training model and the inference model that shares its weights.
 
@@ -76,6 +78,8 @@ def build_flipreid_models(
             statistics over one doubled batch of the images and their flips, or "separate"
             statistics per pass, as FlipReID's two calls of its inference model (see
             FlipReIDTrainingModel). Changes no weight.
+        identity_head: "bn_neck" (FlipReID's BN neck and bias-free softmax layer) or "linear"
+            (AlignedReID's linear layer with bias on the raw embedding); see applications.heads.
 
     Returns:
         (training_model, inference_model). inference_model maps images (B, H, W, 3) uint8 or
@@ -115,7 +119,7 @@ def build_flipreid_models(
         local_feature_dim=local_feature_dim,
     )
     classification_heads = build_classification_heads(
-        branch_network, num_identities, branch_names(region_num)
+        branch_network, num_identities, branch_names(region_num), identity_head=identity_head
     )
     backbone_model_names = ["trunk", "last_stage_global"]
     if region_num > 0:

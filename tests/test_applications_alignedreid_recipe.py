@@ -8,10 +8,13 @@ import glob
 import json
 import os
 
+import numpy as np
 import pytest
 
+from applications.backend import keras
 from applications.config import build_experiment_config
 from applications.experiment import run_experiment
+from applications.model import build_flipreid_models
 from datasets.alignedreid import identity_steps_per_epoch
 from tests.test_datasets_alignedreid import write_alignedreid_dataset
 from tests.test_solution import _parse
@@ -51,6 +54,7 @@ ALIGNEDREID_DEFAULTS = {
     "pooling_mode": "Average",  # F.avg_pool2d over the whole map
     "use_feature_clipping": False,
     "use_horizontal_flipping_inside_model": False,
+    "identity_head": "linear",  # Model.fc: nn.Linear(2048, classes) with bias on global_feat
     "identity_num_per_batch": 32,  # --ids_per_batch
     "image_num_per_identity": 4,  # --ims_per_id
     "normalize_feature": True,  # --normalize_feature True
@@ -234,3 +238,23 @@ def test_the_readme_commands_mean_alignedreids(tmp_path):
     test = test.replace("outputs/Market1501_resnet50/training_model.h5", str(weights_file_path))
     config = _parse(test)
     assert config.evaluation.evaluation_only and not config.losses.normalize_feature
+
+
+def test_linear_identity_head_is_alignedreids_fc_on_the_raw_feature():
+    training_model, inference_model = build_flipreid_models(
+        "resnet18", 64, 32, 5, region_num=0, identity_head="linear"
+    )
+    heads = training_model.classification_heads
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in heads.layers)
+    dense = heads.get_layer("global_classifier")
+    kernel, bias = (weight.numpy() for weight in dense.weights)
+    assert bias.shape == (5,) and not bias.any()  # init.constant(fc.bias, 0)
+    assert 0.0005 < kernel.std() < 0.0015  # init.normal(fc.weight, std=0.001)
+    embeddings = np.random.default_rng(0).normal(size=(3, kernel.shape[0])).astype(np.float32)
+    dense.bias.assign(np.arange(5, dtype=np.float32))
+    logits = embeddings @ kernel + np.arange(5, dtype=np.float32)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(heads([embeddings]).numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert _parse("python solution.py --recipe alignedreid").model.identity_head == "linear"
+    assert _parse("python solution.py").model.identity_head == "bn_neck"
