@@ -309,9 +309,9 @@ def plan_flipreid_assignment(layout, model):
 
     if len(layout.reductions) != len(reductions):
         return None, (
-            f"it is a FlipReID {layout.file_kind} for --region_num {len(layout.reductions)} "
-            f"(it holds {len(layout.reductions)} regional reductions), the {model.name} built "
-            f"from the flags has --region_num {len(reductions)}"
+            f"it was trained with --region_num {len(layout.reductions)} "
+            f"({len(layout.reductions)} regional reductions), the model built from the flags has "
+            f"--region_num {len(reductions)}"
         )
     if len(layout.poolings) != len(poolings):
         if layout.poolings:
@@ -319,8 +319,8 @@ def plan_flipreid_assignment(layout, model):
         else:
             wanted = "--pooling_mode Average or Max (no GeM powers)"
         return None, (
-            f"it is a FlipReID {layout.file_kind} trained with {wanted}, the {model.name} built "
-            f"from the flags has {len(poolings)} GeM layers"
+            f"it was trained with {wanted}, the model built from "
+            f"the flags has {len(poolings)} GeM layers"
         )
 
     pairs = []
@@ -331,31 +331,37 @@ def plan_flipreid_assignment(layout, model):
             pairs.extend(matched)
         return reason
 
+    blocks = _weighted_layers(trunk)
+    reason = None
     if layout.trunk_is_flat:
         trunk_parts = [(layout.trunk[0], saving_order(trunk), "trunk")]
     else:
-        blocks = _weighted_layers(trunk)
-        if len(blocks) != len(layout.trunk):
-            return None, (
-                f"its trunk has {len(layout.trunk)} blocks with weights, the model's has "
-                f"{len(blocks)}"
-            )
         trunk_parts = [
             (entries, saving_order(block), f"trunk block {block.name}")
-            for entries, block in zip(layout.trunk, blocks, strict=True)
+            for entries, block in zip(layout.trunk, blocks, strict=False)
         ]
+    stored_trunk = [entry for entries in layout.trunk for entry in entries]
+    model_trunk = [(v.name, tuple(v.shape)) for v in saving_order(trunk)]
+    if len(blocks) != len(layout.trunk) and not layout.trunk_is_flat:
+        trunk_parts = []
+        reason = f"{len(layout.trunk)} trunk blocks, the model's has {len(blocks)}"
     for entries, variables, part_name in trunk_parts:
         reason = add(entries, variables, part_name)
         if reason is not None:
-            return None, (
-                f"it is a FlipReID {layout.file_kind} of another backbone ({reason}; "
-                f"{_backbone_hint(layout)}); pass the --backbone_model_name it was trained "
-                f"with ({FLIPREID_BACKBONES})"
-            )
+            break
+    if reason is not None:
+        if sorted(shape for _, shape in stored_trunk) == sorted(s for _, s in model_trunk):
+            return None, f"{reason} (the model's arrays, in another order: saved partly frozen?)"
+        return None, (
+            "it was trained with another backbone: its trunk "
+            f"({_describe_shapes(stored_trunk)}) {_backbone_hint(layout)}, the trunk built from "
+            f"the flags has {_describe_shapes(model_trunk)}; pass the --backbone_model_name it "
+            f"was trained with ({FLIPREID_BACKBONES})"
+        )
     stage_parts = [(layout.global_stage, saving_order(global_stage), "global stage 4")]
     if reductions:
         if regional_stage is None:
-            return None, f"the {model.name} has regions but no regional stage 4"
+            return None, "the model built from the flags has regions but no regional stage 4"
         stage_parts.append(
             (layout.regional_stage, saving_order(regional_stage), "regional stage 4")
         )
@@ -386,8 +392,8 @@ def plan_flipreid_assignment(layout, model):
         ]
         if len(layout.heads) != len(heads) or any(None in head for head in heads):
             return None, (
-                f"its classification model has {len(layout.heads)} heads, the {model.name} "
-                f"has {len(names)} branches"
+                f"its classification model has {len(layout.heads)} heads, the model built from "
+                f"the flags has {len(names)} branches"
             )
         for (neck_entries, classifier_entries), (neck, classifier) in zip(
             layout.heads, heads, strict=True
@@ -398,8 +404,8 @@ def plan_flipreid_assignment(layout, model):
                 wanted = tuple(classifier_variables[0].shape)
                 if stored[-1:] != wanted[-1:]:
                     return None, (
-                        f"its classifiers have {stored[-1]} identities, the {model.name} built "
-                        f"for this dataset has {wanted[-1]}"
+                        f"its classifiers have {stored[-1]} identities, the model built for "
+                        f"this dataset has {wanted[-1]}"
                     )
             for entries, variables, layer in (
                 (neck_entries, saving_order(neck), neck),
@@ -416,16 +422,15 @@ def plan_flipreid_assignment(layout, model):
     ]
     if uncovered:
         return None, (
-            f"the {model.name} has layers that FlipReID files do not hold ({', '.join(uncovered)}; "
-            "e.g. AlignedReID's local branch)"
+            f"the model built from the flags has layers that FlipReID files do not hold "
+            f"({', '.join(uncovered)}; e.g. AlignedReID's local branch)"
         )
     return pairs, None
 
 
 def _backbone_hint(layout):
     """What the file's own trunk names say of its backbone, for the message."""
-    trunk_entries = [entry for entries in layout.trunk for entry in entries]
-    paths = [path for path, _ in trunk_entries]
+    paths = [path for entries in layout.trunk for path, _ in entries]
     family = "ResNet"
     if any("/ibn/" in path or "inst_norm" in path for path in paths):
         family = "IBN-ResNet"
@@ -438,7 +443,7 @@ def _backbone_hint(layout):
         if match:
             units.add((int(match.group(1)), int(match.group(2))))
     article = "an" if family.startswith("I") else "a"
-    description = f"its trunk, {_describe_shapes(trunk_entries)}, looks like {article} {family}"
+    description = f"looks like {article} {family}"
     if units:
         counts = [sum(1 for stage, _ in units if stage == index) for index in range(4)]
         blocks = "bottleneck" if bottleneck else "basic"

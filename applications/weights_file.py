@@ -164,15 +164,20 @@ def check_weights_file(file_path, models, flag_name="--pretrained_model_file_pat
         flipreid_layout, not_flipreid_reason = read_flipreid_layout(file)
         own_layout = _looks_like_own_layout(file)
     if flipreid_layout is not None:
-        reasons = []
+        reasons = {}
         for description, model in models.items():
             reason = describe_flipreid_mismatch(file_path, model)
             if reason is None:
                 return description
-            reasons.append(f"{description}: {reason}")
+            reasons[description] = reason
+        # Most differences (backbone, regions, pooling) are the same for both models.
+        if len(set(reasons.values())) == 1:
+            explanation = next(iter(reasons.values()))
+        else:
+            explanation = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
         raise WeightsFileError(
             f"{flag_name} {file_path} is FlipReID's {flipreid_layout.file_kind} but does not fit "
-            f"the model built from the flags ({'; '.join(reasons)})."
+            f"the model built from the flags: {explanation}."
         )
     reasons = []
     for description, model in models.items():

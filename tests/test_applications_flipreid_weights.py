@@ -49,16 +49,20 @@ def _build(region_num, seed, backbone_name="resnet18", num_identities=NUM_IDENTI
 
 
 def _randomise(model, seed):
-    """Gives every variable a random value (positive variances, GeM powers in [1.5, 3.5])."""
+    """Moves every non-kernel variable off its initial value (kernels keep their random init).
+
+    Kernels of two models built with different seeds already differ; the normalisation
+    statistics, offsets, scales, biases and GeM powers start equal, so they are drawn here.
+    """
     rng = np.random.default_rng(seed)
     for variable in model.weights:
-        shape = tuple(variable.shape)
-        if "moving_variance" in variable.name:
-            value = rng.uniform(0.5, 1.5, shape)
-        elif "power" in variable.name:
-            value = rng.uniform(1.5, 3.5, shape)
-        elif "gamma" in variable.name:
+        shape, name = tuple(variable.shape), variable.name
+        if "kernel" in name:
+            continue
+        if "moving_variance" in name or "gamma" in name:
             value = rng.uniform(0.8, 1.2, shape)
+        elif "power" in name:
+            value = rng.uniform(2.0, 3.5, shape)
         else:
             value = rng.normal(0.0, 0.05, shape)
         variable.assign(value.astype(np.float32))
@@ -184,13 +188,30 @@ def write_flipreid_file(
         model_weights.attrs["layer_names"] = np.array([n.encode() for n in layer_names], "S")
 
 
-@pytest.fixture(scope="module", params=[2, 0], ids=["region_num2", "region_num0"])
-def models(request):
-    region_num = request.param
-    source_training, source_inference = _build(region_num, seed=1)
-    _randomise(source_training, seed=11)
-    target_training, target_inference = _build(region_num, seed=2)
-    return region_num, (source_training, source_inference), (target_training, target_inference)
+@pytest.fixture(scope="module")
+def built_models():
+    """region_num -> (region_num, source models with random values, target models), cached."""
+    cache = {}
+
+    def get(region_num):
+        if region_num not in cache:
+            source_training, source_inference = _build(region_num, seed=1)
+            _randomise(source_training, seed=11)
+            target = _build(region_num, seed=2)
+            cache[region_num] = (region_num, (source_training, source_inference), target)
+        return cache[region_num]
+
+    return get
+
+
+@pytest.fixture(params=[2, 0], ids=["region_num2", "region_num0"])
+def models(request, built_models):
+    return built_models(request.param)
+
+
+@pytest.fixture
+def models2(built_models):
+    return built_models(2)
 
 
 def _weighted_layers(model):
@@ -230,7 +251,11 @@ def test_flipreid_files_give_the_source_weights_and_embeddings(
     models, tmp_path, kind, with_optimizer, global_first, keras_version
 ):
     region_num, (source_training, source_inference), (target_training, target_inference) = models
-    _randomise(target_training, seed=99)  # whatever an earlier case loaded is overwritten
+    # Whatever an earlier case loaded is overwritten, kernels included.
+    _randomise(target_training, seed=99)
+    for variable in target_training.weights:
+        if "kernel" in variable.name:
+            variable.assign(variable * 0.5)
     file_path = str(tmp_path / f"{kind}_model.h5")
     write_flipreid_file(
         file_path,
@@ -262,8 +287,8 @@ def test_flipreid_files_give_the_source_weights_and_embeddings(
     )
 
 
-def test_training_file_of_another_dataset_loads_into_the_inference_model(models, tmp_path):
-    region_num, (source_training, source_inference), _ = models
+def test_training_file_of_another_dataset_loads_into_the_inference_model(models2, tmp_path):
+    region_num, (source_training, source_inference), _ = models2
     file_path = str(tmp_path / "training_model.h5")
     write_flipreid_file(file_path, source_training, region_num, "training")
     other_training, other_inference = _build(region_num, seed=3, num_identities=7)
@@ -293,14 +318,14 @@ def test_flipreid_file_of_other_regions_names_the_flag(models, tmp_path):
         )
     text = _single_line(raised)
     assert text.startswith(f"--pretrained_model_file_path {file_path} is FlipReID's ")
-    assert f"for --region_num {region_num}" in text
+    assert f"trained with --region_num {region_num} " in text
     assert f"has --region_num {other_regions}" in text
-    with pytest.raises(ValueError, match=f"for --region_num {region_num}"):
+    with pytest.raises(ValueError, match=f"trained with --region_num {region_num} "):
         load_model_weights(other_inference, file_path)
 
 
-def test_flipreid_file_of_another_backbone_gets_one_line(models, tmp_path):
-    region_num, (source_training, _), (target_training, target_inference) = models
+def test_flipreid_file_of_another_backbone_gets_one_line(models2, tmp_path):
+    region_num, (source_training, _), (target_training, target_inference) = models2
     file_path = str(tmp_path / "inference_model.h5")
     write_flipreid_file(file_path, source_training, region_num, "inference")
     # An IBN-ResNet stage 1: instance normalisation added to its first unit's first convolution.
@@ -315,12 +340,12 @@ def test_flipreid_file_of_another_backbone_gets_one_line(models, tmp_path):
             file_path, {"training model": target_training, "inference model": target_inference}
         )
     text = _single_line(raised)
-    assert "of another backbone" in text and "looks like an IBN-ResNet" in text
+    assert "trained with another backbone" in text and "looks like an IBN-ResNet" in text
     assert "pass the --backbone_model_name it was trained with" in text
 
 
-def test_file_of_neither_layout_names_both(tmp_path, models):
-    _, _, (target_training, target_inference) = models
+def test_file_of_neither_layout_names_both(tmp_path, models2):
+    _, _, (target_training, target_inference) = models2
     all_models = {"training model": target_training, "inference model": target_inference}
     foreign = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense_9")])
     weights_path = str(tmp_path / "foreign.h5")
@@ -348,8 +373,8 @@ def test_file_of_neither_layout_names_both(tmp_path, models):
         assert "flags.json" not in text
 
 
-def test_truncated_flipreid_file_keeps_the_damaged_file_line(models, tmp_path):
-    region_num, (source_training, _), _ = models
+def test_truncated_flipreid_file_keeps_the_damaged_file_line(models2, tmp_path):
+    region_num, (source_training, _), _ = models2
     file_path = tmp_path / "training_model.h5"
     write_flipreid_file(str(file_path), source_training, region_num, "training")
     content = file_path.read_bytes()
@@ -361,8 +386,8 @@ def test_truncated_flipreid_file_keeps_the_damaged_file_line(models, tmp_path):
     assert not is_flipreid_weights_file(str(cut_path))
 
 
-def test_saving_order_is_keras_order_for_trainable_and_frozen_layers(models):
-    _, _, (target_training, _) = models
+def test_saving_order_is_keras_order_for_trainable_and_frozen_layers(models2):
+    _, _, (target_training, _) = models2
     trunk = target_training.branch_network.get_layer("trunk")
     keras_order = [v.name for v in trunk.trainable_weights + trunk.non_trainable_weights]
     assert [v.name for v in saving_order(trunk)] == keras_order
@@ -371,3 +396,58 @@ def test_saving_order_is_keras_order_for_trainable_and_frozen_layers(models):
         assert [v.name for v in saving_order(trunk)] == keras_order
     finally:
         trunk.trainable = True
+
+
+def test_feature_extractor_embeds_with_a_flipreid_file(models2, tmp_path):
+    from applications.feature_extractor import FeatureExtractor
+
+    region_num, (source_training, source_inference), _ = models2
+    write_flipreid_file(
+        str(tmp_path / "training_model.h5"), source_training, region_num, "training"
+    )
+    # FlipReID writes no model_config.json: the user writes the settings it was trained with.
+    model_config = dict(
+        backbone_name="resnet18",
+        image_height=HEIGHT,
+        image_width=WIDTH,
+        num_identities=NUM_IDENTITIES,
+        region_num=region_num,
+        min_value=0.0,
+        max_value=1.0,
+    )
+    (tmp_path / "model_config.json").write_text(json.dumps(model_config))
+    extractor = FeatureExtractor(tmp_path / "training_model.h5", use_horizontal_flipping=False)
+    images = _images()
+    np.testing.assert_allclose(
+        extractor(images), source_inference(images, training=False).numpy(), rtol=0, atol=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_resnet50_flipreid_training_file_loads_and_a_resnet18_file_is_refused(models2, tmp_path):
+    source_training, source_inference = _build(2, seed=1, backbone_name="resnet50")
+    _randomise(source_training, seed=11)
+    file_path = str(tmp_path / "training_model.h5")
+    write_flipreid_file(file_path, source_training, 2, "training", with_optimizer=True)
+    target_training, target_inference = _build(2, seed=2, backbone_name="resnet50")
+    all_models = {"training model": target_training, "inference model": target_inference}
+
+    assert check_weights_file(file_path, all_models) == "training model"
+    load_model_weights(target_training, file_path)
+    _assert_same_weights(source_training, target_training)
+    images = _images()
+    np.testing.assert_allclose(
+        target_inference(images, training=False).numpy(),
+        source_inference(images, training=False).numpy(),
+        rtol=0,
+        atol=1e-6,
+    )
+
+    _, (resnet18_training, _), _ = models2
+    resnet18_path = str(tmp_path / "resnet18_training_model.h5")
+    write_flipreid_file(resnet18_path, resnet18_training, 2, "training")
+    with pytest.raises(WeightsFileError) as raised:
+        check_weights_file(resnet18_path, all_models)
+    text = _single_line(raised)
+    assert "is FlipReID's training_model.h5 but does not fit" in text
+    assert "trained with another backbone" in text and "looks like a ResNet" in text
