@@ -33,6 +33,7 @@ from applications.distribution import (
     prepare_dataset_for_strategy,
 )
 from applications.export import export_for_serving
+from applications.flag_effects import FLAGS_READ_BY
 from applications.interruption import RunInterrupted, StopRequest, handle_stop_signals
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
@@ -467,11 +468,16 @@ def _train(
         saved = run.manager.list_checkpoints()
         if not saved:
             return "No epoch had completed, so there is no checkpoint to resume from."
+        # Name the flags this mode reads: a lower --learning_rate_base changes nothing in cosine.
+        if "learning_rate_base" in FLAGS_READ_BY["learning_rate_mode"][training.learning_rate_mode]:
+            lower = "--learning_rate_base <lower>"
+        else:
+            lower = "--learning_rate_start <lower> --learning_rate_end <lower>"
         return (
             f"The last good checkpoint (epoch {saved[-1][0]}) is kept in {saved[-1][1]}, and "
             f"history.csv holds the completed epochs. To continue from it with a lower learning "
-            f"rate: python solution.py --resume_from {run.run_folder_path} --learning_rate_base "
-            "<lower> (and the run's other flags)."
+            f"rate: python solution.py --resume_from {run.run_folder_path} {lower} (and the "
+            "run's other flags)."
         )
 
     def save_state(epoch, best_value, best_epoch):
@@ -634,8 +640,8 @@ def _run_experiment(config, opened):
         num_gpus=num_visible_gpus(),
     )
     print(
-        f"Precision: training in {training_policy} ({policy_reason}); evaluation features in "
-        f"{evaluation.evaluation_precision} (--evaluation_precision)."
+        f"Precision: training in {training_policy} because {policy_reason}. Evaluation features "
+        f"in {evaluation.evaluation_precision} (--evaluation_precision)."
     )
     # Before any TensorFlow operation: logical devices and multi-worker set-up need it.
     strategy = _distribution_strategy(config.training)

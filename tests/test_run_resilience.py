@@ -215,6 +215,8 @@ def test_huge_learning_rate_stops_with_a_message_and_a_loadable_checkpoint(tmp_p
     assert message.startswith("Error: Training diverged at step")
     assert "of epoch 2" in message and "learning rate too high" in message
     assert "last good checkpoint (epoch 1)" in message
+    # The flags the linear mode reads (it ignores --learning_rate_base).
+    assert "--learning_rate_start <lower> --learning_rate_end <lower>" in message
     run_folder_path = tmp_path / "outputs" / "Synthetic_resnet18"
     assert "diverged" in (run_folder_path / RUN_FAILED_FILE_NAME).read_text()
     assert _history_epochs(run_folder_path) == [1]
