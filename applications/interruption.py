@@ -82,9 +82,12 @@ class StopRequest:
     def __init__(self):
         self.signal_number = None
         self._deferring = False
+        self._stopping = False
 
     def receive(self, signal_number, frame=None):
         """The signal handler: records the first signal while training, else stops at once."""
+        if self._stopping:
+            return  # already stopping: the run is writing its last line
         if self._deferring and self.signal_number is None:
             self.signal_number = signal_number
             name = signal.Signals(signal_number).name
@@ -95,11 +98,13 @@ class StopRequest:
             )
             return
         self.signal_number = signal_number
+        self._stopping = True
         raise RunInterrupted(signal_number, at_step_boundary=False)
 
     def check(self):
         """Raises RunInterrupted if a signal was recorded."""
-        if self.signal_number is not None:
+        if self.signal_number is not None and not self._stopping:
+            self._stopping = True
             raise RunInterrupted(self.signal_number, at_step_boundary=True)
 
     @contextlib.contextmanager

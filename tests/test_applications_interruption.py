@@ -48,6 +48,15 @@ def test_a_second_signal_or_one_outside_training_stops_at_once():
     assert not raised.value.at_step_boundary
 
 
+def test_signals_while_already_stopping_are_ignored():
+    request = StopRequest()
+    with pytest.raises(RunInterrupted):
+        request.receive(signal.SIGTERM)
+    request.receive(signal.SIGINT)  # while the run writes its last line: nothing raised
+    request.check()
+    assert request.signal_number == signal.SIGTERM
+
+
 def test_a_signal_during_the_last_epochs_end_stops_when_training_ends():
     request = StopRequest()
     with pytest.raises(RunInterrupted, match="SIGTERM") as raised:
