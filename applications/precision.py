@@ -85,8 +85,8 @@ def resolve_mixed_precision_policy(requested, recipe, *, cpu_flags, num_gpus):
         )
     if num_gpus > 0:
         return "float32", (
-            f"{num_gpus} GPU(s) in use; pass --mixed_precision_policy mixed_float16 or "
-            "mixed_bfloat16 to use their half-precision units"
+            f"a GPU is in use ({num_gpus} seen); pass --mixed_precision_policy mixed_float16 or "
+            "mixed_bfloat16 to use its half-precision units"
         )
     flags = native_bfloat16_flags(cpu_flags)
     if flags:

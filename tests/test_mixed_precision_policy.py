@@ -146,7 +146,7 @@ def test_run_states_its_policy_and_leaves_the_global_policy_alone(tmp_path, monk
     assert lines.index(precision_line) <= 2
     assert "training in mixed_bfloat16" in precision_line
     assert "avx512_bf16" in precision_line
-    assert "evaluation features in float32" in precision_line
+    assert "Evaluation features in float32" in precision_line
     assert keras.mixed_precision.global_policy().name == "float32"
     with np.load(f"{outcome.output_folder_path}/features.npz") as features:
         assert features["query_features"].dtype == np.float32
