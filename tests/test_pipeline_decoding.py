@@ -74,3 +74,27 @@ def test_testing_pipeline_and_png_files_give_cv2_pixels(jpeg_files, tmp_path):
     ]
     for image, path in zip(images, paths, strict=True):
         np.testing.assert_array_equal(image, _cv2_rgb(path))
+
+
+@pytest.mark.parametrize(
+    "source_size, target_size",
+    [
+        ((128, 64), (384, 128)),  # Market-1501 at FlipReID's default size
+        ((256, 128), (128, 64)),  # exact 2x: OpenCV's area path
+        ((128, 64), (128, 64)),  # identity
+        ((97, 41), (256, 128)),
+        ((300, 150), (256, 100)),
+        ((1, 1), (4, 3)),
+    ],
+)
+def test_resize_like_cv2_equals_cv2_resize(source_size, target_size):
+    from datasets.resizing import resize_like_cv2
+
+    rng = np.random.default_rng(sum(source_size + target_size))
+    image = rng.integers(0, 256, (*source_size, 3), dtype=np.uint8)
+    expected = cv2.resize(image, target_size[::-1])  # INTER_LINEAR, FlipReID's call
+    np.testing.assert_array_equal(resize_like_cv2(image, *target_size).numpy(), expected)
+    if source_size != target_size and source_size != (1, 1):
+        # tf.image.resize's floating-point bilinear lands one level away on some values.
+        floating = tf.cast(tf.round(tf.image.resize(image, target_size)), tf.uint8).numpy()
+        assert np.abs(floating.astype(int) - expected).max() <= 1
