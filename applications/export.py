@@ -25,6 +25,7 @@ from absl import logging
 
 from applications.backend import tf
 from applications.feature_extractor import embedding_model
+from datasets.resizing import resize_like_cv2
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
@@ -61,12 +62,9 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
     def serve(self, images):
         """uint8 RGB (N, H, W, 3) of any H, W -> {"embeddings": float32 (N, D)}."""
-        resized = tf.image.resize(
-            tf.cast(images, tf.float32), [self.image_height, self.image_width], method="bilinear"
-        )
-        # Rounded to uint8 as datasets.pipeline.decode_and_resize does, so served embeddings
-        # equal the ones evaluated during training.
-        resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        # The pixels of cv2.resize, as datasets.pipeline.decode_and_resize gives them, so served
+        # embeddings equal the ones evaluated during training.
+        resized = resize_like_cv2(images, self.image_height, self.image_width)
         if not self.use_horizontal_flipping:
             embeddings = self.inference_model(resized, training=False)
         else:

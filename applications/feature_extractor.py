@@ -22,6 +22,7 @@ from applications.model import build_flipreid_models
 from applications.weights import load_model_weights
 from datasets.image_files import SkippedImageLog
 from datasets.pipeline import build_testing_dataset
+from datasets.resizing import resize_like_cv2
 
 IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _NUM_NAMED_FILES = 5
@@ -217,6 +218,9 @@ class FeatureExtractor:
             )
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"Image {index} is empty (shape {image.shape}).")
+        if image.dtype == np.uint8:
+            # The pixels the evaluation pipeline gives a decoded file (cv2.resize's).
+            return resize_like_cv2(image, self.image_height, self.image_width)
         resized = tf.image.resize(
             tf.convert_to_tensor(image, tf.float32), [self.image_height, self.image_width]
         )

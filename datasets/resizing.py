@@ -13,10 +13,10 @@ its area-averaging path, gives the same values here because both weights are the
 
 Checked against OpenCV 5.0 on random images: every value equal, for upscaling, reduction by
 non-integer and integer factors, odd sizes and the identity (tests/test_pipeline_decoding.py).
-Pure TensorFlow integer ops, so it also runs inside an exported serving graph. The evaluation
-pipeline (`datasets.pipeline.decode_and_resize`), `FeatureExtractor.embed_arrays` and the
-export's serving function still share `tf.image.resize`; they switch together, so that files,
-arrays and served images keep giving the same embeddings.
+Pure TensorFlow integer ops, so it also runs inside an exported serving graph. The training and
+evaluation pipelines (`datasets.pipeline.decode_and_resize`), `FeatureExtractor.embed_arrays`
+(uint8 arrays) and the export's serving function all resize with it, so that files, arrays and
+served images give the same embeddings, and the same ones FlipReID computes from the same files.
 """
 
 from applications.backend import tf
@@ -53,27 +53,28 @@ def resize_like_cv2(image, image_height, image_width):
     """Resizes like `cv2.resize(image, (image_width, image_height))` with INTER_LINEAR.
 
     Args:
-        image: uint8 tensor (H, W, C), any H, W >= 1.
+        image: uint8 tensor (H, W, C), or a batch (N, H, W, C), any H, W >= 1.
         image_height: int, output height.
         image_width: int, output width.
 
     Returns:
-        uint8 tensor (image_height, image_width, C), equal to OpenCV's result.
+        uint8 tensor (image_height, image_width, C) (or (N, image_height, image_width, C)),
+        equal to OpenCV's result for each image.
     """
     image = tf.convert_to_tensor(image, tf.uint8)
-    source_height, source_width = tf.shape(image)[0], tf.shape(image)[1]
+    source_height, source_width = tf.shape(image)[-3], tf.shape(image)[-2]
     columns0, columns1, alpha0, alpha1 = _source_positions(source_width, image_width, clamp=True)
     rows0, rows1, beta0, beta1 = _source_positions(source_height, image_height, clamp=False)
     pixels = tf.cast(image, tf.int32)
     # Horizontal pass: values out of 255 * 2048, exact in 32 bits.
     rows = (
-        tf.gather(pixels, columns0, axis=1) * alpha0[None, :, None]
-        + tf.gather(pixels, columns1, axis=1) * alpha1[None, :, None]
+        tf.gather(pixels, columns0, axis=-2) * alpha0[:, None]
+        + tf.gather(pixels, columns1, axis=-2) * alpha1[:, None]
     )
     # Vertical pass as OpenCV's vector code: (row >> 4) * beta keeps its high 16 bits, then the
     # sum is rounded by 2 bits and saturated to uint8. Every value is non-negative, so a floor
     # division is the shift (and converts to ONNX, whose BitShift takes unsigned types only).
-    upper = (tf.gather(rows, rows0) // 16) * beta0[:, None, None] // 65536
-    lower = (tf.gather(rows, rows1) // 16) * beta1[:, None, None] // 65536
+    upper = (tf.gather(rows, rows0, axis=-3) // 16) * beta0[:, None, None] // 65536
+    lower = (tf.gather(rows, rows1, axis=-3) // 16) * beta1[:, None, None] // 65536
     values = (upper + lower + 2) // 4
     return tf.cast(tf.clip_by_value(values, 0, 255), tf.uint8)

@@ -29,9 +29,10 @@ def _images(num_images, height, width, seed=0):
 
 
 def _reference(inference_model, images, use_flipping):
-    """What evaluation computes: resize and round each image, embed, average with the flip."""
-    resized = tf.image.resize(tf.constant(images, tf.float32), [IMAGE_HEIGHT, IMAGE_WIDTH])
-    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    """What evaluation computes: resize each image as cv2.resize does, embed, flip-average."""
+    resized = tf.constant(
+        np.stack([cv2.resize(image, (IMAGE_WIDTH, IMAGE_HEIGHT)) for image in images])
+    )
     embeddings = inference_model(resized, training=False).numpy()
     if use_flipping:
         flipped = inference_model(tf.image.flip_left_right(resized), training=False).numpy()

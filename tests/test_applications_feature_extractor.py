@@ -69,11 +69,10 @@ def image_folder(tmp_path_factory):
 
 
 def _reference_features(inference_model, arrays, use_flipping):
-    """The inference model on each array resized as the evaluation pipeline does."""
+    """The inference model on each array resized by OpenCV, as FlipReID reads files."""
     rows = []
     for array in arrays:
-        image = tf.image.resize(tf.constant(array, tf.float32), [64, 32], method="bilinear")
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)[None]
+        image = tf.constant(cv2.resize(array, (32, 64)))[None]
         embedding = inference_model(image, training=False).numpy()
         if use_flipping:
             flipped = inference_model(tf.image.flip_left_right(image), training=False).numpy()

@@ -98,3 +98,20 @@ def test_resize_like_cv2_equals_cv2_resize(source_size, target_size):
         # tf.image.resize's floating-point bilinear lands one level away on some values.
         floating = tf.cast(tf.round(tf.image.resize(image, target_size)), tf.uint8).numpy()
         assert np.abs(floating.astype(int) - expected).max() <= 1
+
+
+def test_resize_like_cv2_on_a_batch_equals_cv2_on_each_image():
+    from datasets.resizing import resize_like_cv2
+
+    images = np.random.default_rng(7).integers(0, 256, (3, 50, 41, 3), dtype=np.uint8)
+    expected = np.stack([cv2.resize(image, (64, 128)) for image in images])
+    np.testing.assert_array_equal(resize_like_cv2(images, 128, 64).numpy(), expected)
+
+
+def test_training_pipeline_resizes_files_to_cv2_pixels(jpeg_files):
+    """FlipReID reads a file with cv2.imread then cv2.resize; so does every pipeline here."""
+    from datasets.pipeline import decode_and_resize
+
+    for path in jpeg_files[:2]:
+        image = decode_and_resize(tf.constant(str(path)), 96, 40).numpy()
+        np.testing.assert_array_equal(image, cv2.resize(_cv2_rgb(path), (40, 96)))
