@@ -877,24 +877,6 @@ CROSS_FIELD_RULES = (
         "cannot be resumed yet: start it again.",
     ),
     CrossFieldRule(
-        (
-            "model_num",
-            "use_local_branch",
-            "local_distance_mutual_loss_weight",
-            "local_distance_own_hard_samples",
-        ),
-        lambda v: (
-            v["model_num"] == 1
-            or not v["use_local_branch"]
-            or v["local_distance_mutual_loss_weight"] == 0
-            or v["local_distance_own_hard_samples"]
-        ),
-        "--local_distance_mutual_loss_weight compares the local distances the local triplet loss "
-        "mines its own hard samples from: add --local_distance_own_hard_samples (AlignedReID's "
-        "train_ml.py computes it only with --local_dist_own_hard_sample, and ignores -ldmlw "
-        "otherwise), or pass --local_distance_mutual_loss_weight 0.",
-    ),
-    CrossFieldRule(
         ("learning_rate_mode", "epoch_num", "exponential_decay_start_epoch"),
         lambda v: (
             v["learning_rate_mode"] != "exponential"

@@ -14,6 +14,7 @@ import pytest
 from applications.backend import keras
 from applications.config import build_experiment_config
 from applications.experiment import run_experiment
+from applications.flag_effects import flags_without_effect
 from applications.model import build_flipreid_models
 from datasets.alignedreid import identity_steps_per_epoch
 from tests.test_datasets_alignedreid import write_alignedreid_dataset
@@ -150,18 +151,17 @@ def test_alignedreids_epoch_is_identities_over_p():
     assert identity_steps_per_epoch(10, 32, keep_final_batch=False) == 1
 
 
-def test_local_distance_mutual_loss_needs_own_hard_samples():
-    with pytest.raises(ValueError, match="--local_distance_own_hard_samples"):
-        build_experiment_config(
-            model_num=2, use_local_branch=True, local_distance_mutual_loss_weight=1.0
-        )
-    config = build_experiment_config(
-        model_num=2,
-        use_local_branch=True,
-        local_distance_mutual_loss_weight=1.0,
-        local_distance_own_hard_samples=True,
-    )
+def test_local_distance_mutual_loss_without_own_hard_samples_runs_and_warns():
+    # AlignedReID's train_ml.py accepts -ldmlw without --local_dist_own_hard_sample and ignores
+    # it; here the same command line runs too, and the warning says what the weight needs.
+    values = dict(model_num=2, use_local_branch=True, local_distance_mutual_loss_weight=1.0)
+    config = build_experiment_config(**values)
     assert config.losses.local_distance_mutual_loss_weight == 1.0
+    [warning] = flags_without_effect(config.to_flat(), list(values))
+    assert warning.startswith("--local_distance_mutual_loss_weight has no effect")
+    assert "--local_distance_own_hard_samples" in warning
+    values["local_distance_own_hard_samples"] = True
+    assert flags_without_effect(build_experiment_config(**values).to_flat(), list(values)) == []
 
 
 @pytest.mark.slow
