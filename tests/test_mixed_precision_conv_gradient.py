@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+import applications.layers
 from applications.backend import keras, tf
 from applications.layers import (
     conv2d_with_matmul_filter_gradient,
     conv_output_size,
+    image_patches,
     use_matmul_filter_gradients,
 )
 from applications.precision import global_policy
@@ -70,35 +72,46 @@ def test_kernel_and_input_gradients_equal_the_loop_and_tensorflows(kernel_size, 
     np.testing.assert_array_equal(gradients["ours"][0], gradients["tensorflow"][0])
 
 
-def test_only_bfloat16_convolutions_on_small_maps_take_the_matrix_product():
+@pytest.mark.parametrize(
+    ("kernel_size", "strides", "padding"),
+    [((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"),
+     ((7, 7), (2, 2), "SAME"), ((1, 1), (2, 2), "VALID"), ((2, 3), (1, 2), "SAME")],
+)  # fmt: skip
+def test_image_patches_equal_tensorflows_extract_patches(kernel_size, strides, padding):
+    inputs = tf.random.normal((2, 9, 6, 3), seed=1)
+    expected = tf.image.extract_patches(
+        inputs, [1, *kernel_size, 1], [1, *strides, 1], [1, 1, 1, 1], padding
+    )
+    patches = image_patches(inputs, kernel_size, strides, padding, expected.shape[1:3])
+    np.testing.assert_array_equal(patches.numpy(), expected.numpy())
+
+
+def test_only_bfloat16_convolutions_on_small_maps_take_the_matrix_product(monkeypatch):
     def build():
         images = keras.Input((8, 4, 128))
         small = keras.layers.Conv2D(8, 3, padding="same", name="many_channels")(images)
         large = keras.layers.Conv2D(8, 3, padding="same", name="few_channels")(small)
         return keras.Model(images, [small, large])
 
+    calls = []
+
+    def counting(inputs, kernel, strides, padding):
+        calls.append(inputs.shape[-1])
+        return conv2d_with_matmul_filter_gradient(inputs, kernel, strides, padding)
+
+    monkeypatch.setattr(applications.layers, "conv2d_with_matmul_filter_gradient", counting)
     for policy in ("float32", "mixed_bfloat16"):
+        calls.clear()
         with global_policy(policy):
             model = build()
         assert use_matmul_filter_gradients(model) == 2
         assert use_matmul_filter_gradients(model) == 0  # once only
-        calls = []
-        original = tf.image.extract_patches
-
-        def counting_extract_patches(*args, original=original, calls=calls, **kwargs):
-            calls.append(kwargs.get("sizes"))
-            return original(*args, **kwargs)
-
-        tf.image.extract_patches = counting_extract_patches
-        try:
-            images = tf.random.normal((2, 8, 4, 128))
-            with tf.GradientTape() as tape:
-                outputs = model(images)
-                loss = tf.add_n([tf.reduce_sum(tf.cast(output, tf.float32)) for output in outputs])
-            gradients = tape.gradient(loss, model.trainable_variables)
-        finally:
-            tf.image.extract_patches = original
+        images = tf.random.normal((2, 8, 4, 128))
+        with tf.GradientTape() as tape:
+            outputs = model(images)
+            loss = tf.add_n([tf.reduce_sum(tf.cast(output, tf.float32)) for output in outputs])
+        gradients = tape.gradient(loss, model.trainable_variables)
         assert all(gradient is not None for gradient in gradients)
         # 32 output pixels: 128 input channels allow the product (32 x 4 <= 128), 8 do not.
         assert conv_output_size(images.shape, model.get_layer("many_channels")) == (8, 4)
-        assert len(calls) == (1 if policy == "mixed_bfloat16" else 0)
+        assert calls == ([128] if policy == "mixed_bfloat16" else [])
