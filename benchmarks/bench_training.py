@@ -107,7 +107,7 @@ def training_step_function(training_model, args, num_identities):
 def extraction_function(inference_model, use_flipping, args):
     """One float32-embedding extraction of a uint8 batch, with or without flip averaging."""
 
-    @tf.function
+    @tf.function(autograph=False)
     def forward(images):
         if not use_flipping:
             return tf.cast(inference_model(images, training=False), tf.float32)
@@ -128,7 +128,7 @@ def count_forward_flops(training_model, args):
     """
     batch = args.batch_size * (2 if training_model.use_horizontal_flipping_inside_model else 1)
     branch_network = training_model.branch_network
-    function = tf.function(lambda images: branch_network(images, training=True))
+    function = tf.function(lambda images: branch_network(images, training=True), autograph=False)
     concrete = function.get_concrete_function(
         tf.TensorSpec((batch, args.image_height, args.image_width, 3), tf.float32)
     )
@@ -149,7 +149,7 @@ def matmul_function(dtype, size):
     a = tf.cast(tf.random.normal((size, size), dtype=tf.float32), dtype)
     b = tf.cast(tf.random.normal((size, size), dtype=tf.float32), dtype)
 
-    @tf.function
+    @tf.function(autograph=False)
     def products(a, b):
         c = a
         for _ in range(4):
