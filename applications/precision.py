@@ -91,8 +91,8 @@ def resolve_mixed_precision_policy(requested, recipe, *, cpu_flags, num_gpus):
     flags = native_bfloat16_flags(cpu_flags)
     if flags:
         return "mixed_bfloat16", (
-            f"this CPU computes bfloat16 natively ({', '.join(flags)} in /proc/cpuinfo), about "
-            "twice float32's training speed; --mixed_precision_policy float32 turns it off"
+            f"this CPU computes bfloat16 natively ({', '.join(flags)} in /proc/cpuinfo) and "
+            "trains faster in it; --mixed_precision_policy float32 turns it off"
         )
     return "float32", (
         "this CPU has no native bfloat16 (neither "
@@ -134,31 +134,32 @@ def compute_dtype_of(model):
     return "float32"
 
 
-def build_precision_twin(inference_model, build_inference_model_fn, policy):
-    """A function returning inference model(s) that compute under `policy` with current weights.
+def build_precision_twin(inference_models, build_inference_model_fn, policy):
+    """A function returning inference models that compute under `policy` with current weights.
 
     Args:
-        inference_model: keras.Model, or list of them (mutual learning), the trained model(s).
+        inference_models: list of keras.Model, the trained model(s) (one, or one per model of
+            mutual learning).
         build_inference_model_fn: callable () -> a new inference model of the same structure
             (e.g. `lambda: build_flipreid_models(**model_config)[1]`), called under `policy`.
         policy: str, the Keras policy to evaluate with.
 
     Returns:
-        callable () -> the model(s) to evaluate, in the same form as inference_model: the
+        callable () -> list of the models to evaluate, in the order of inference_models: the
         models themselves when they already compute at that policy's dtype, else twins built
         once under `policy` into which every call copies the current weights.
     """
-    models = inference_model if isinstance(inference_model, list) else [inference_model]
+    models = list(inference_models)
     target_dtype = keras.mixed_precision.Policy(policy).compute_dtype
     if all(compute_dtype_of(model) == target_dtype for model in models):
-        return lambda: inference_model
+        return lambda: models
     with global_policy(policy):
         twins = [build_inference_model_fn() for _ in models]
 
     def current():
         for model, twin in zip(models, twins, strict=True):
             twin.set_weights(model.get_weights())
-        return twins if isinstance(inference_model, list) else twins[0]
+        return twins
 
     return current
 
