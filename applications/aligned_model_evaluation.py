@@ -13,20 +13,14 @@ SKIPPED_QUERY_KEY and SKIPPED_GALLERY_KEY, with or without a local branch.
 """
 
 import time
-import weakref
 
-import numpy as np
-
-from applications.backend import keras, tf
 from applications.model_evaluation import (
     SKIPPED_GALLERY_KEY,
     SKIPPED_QUERY_KEY,
     evaluate_model,
-    extract_features,
+    extract_split_features,
     save_features_file,
 )
-from datasets.image_files import NUM_NAMED_EXAMPLES, SkippedImageLog
-from datasets.pipeline import build_testing_dataset
 from evaluation.aligned_evaluation import (
     evaluate_aligned_features,
     format_row_metrics,
@@ -35,7 +29,6 @@ from evaluation.aligned_evaluation import (
 )
 from evaluation.report import evaluate_features, format_metrics
 
-_FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
 # Between a test set's label and a metric name: "DukeMTMC_reID/mAP" (Combined's other test sets).
 TEST_SET_SEPARATOR = "/"
 
@@ -43,107 +36,6 @@ TEST_SET_SEPARATOR = "/"
 def has_local_output(inference_model):
     """Tells whether the inference model also outputs local features (two outputs)."""
     return len(inference_model.outputs) == 2
-
-
-def _forward_function(inference_model, use_horizontal_flipping):
-    functions = _FORWARD_FUNCTIONS.setdefault(inference_model, {})
-    if use_horizontal_flipping not in functions:
-        model_reference = weakref.ref(inference_model)
-
-        def forward(images):
-            if not use_horizontal_flipping:
-                return model_reference()(images, training=False)
-            # A horizontal flip moves no row, so the stripe features average like the embedding.
-            both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
-            return [
-                tf.add(*tf.split(output, 2, axis=0)) / 2
-                for output in model_reference()(both, training=False)
-            ]
-
-        image_shape = tuple(inference_model.input_shape[1:])
-        functions[use_horizontal_flipping] = tf.function(
-            forward, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)]
-        )
-    return functions[use_horizontal_flipping]
-
-
-def extract_global_and_local_features(
-    inference_model,
-    image_file_paths,
-    *,
-    image_height,
-    image_width,
-    batch_size=64,
-    use_horizontal_flipping=False,
-    verbose=1,
-    skipped_images=None,
-):
-    """Embeds the decodable images in file order with a local-branch model.
-
-    Undecodable files are left out (recorded in skipped_images), like
-    applications.model_evaluation.extract_features with return_positions=True.
-
-    Args:
-        inference_model: keras.Model, uint8 images (batch, H, W, 3) -> [float32 (batch, D),
-            float32 (batch, H_map, C_local)].
-        image_file_paths: sequence of str, N files.
-        image_height: int.
-        image_width: int.
-        batch_size: int, images per forward pass.
-        use_horizontal_flipping: bool, average both outputs with those of the flipped image.
-        verbose: int, 1 shows a progress bar.
-        skipped_images: datasets.image_files.SkippedImageLog or None, where undecodable files
-            are recorded (None: a private log; the warnings still appear).
-
-    Returns:
-        (global float32 (M, D), local float32 (M, H_map, C_local), int64 (M,) positions), M <= N:
-        row r belongs to image_file_paths[positions[r]].
-
-    Raises:
-        ValueError: no image files.
-    """
-    image_file_paths = [str(path) for path in image_file_paths]
-    if not image_file_paths:
-        raise ValueError("extract_global_and_local_features got no image files to embed.")
-    if skipped_images is None:
-        skipped_images = SkippedImageLog("images")
-    dataset = build_testing_dataset(
-        image_file_paths,
-        image_height=image_height,
-        image_width=image_width,
-        batch_size=batch_size,
-        return_positions=True,
-        skipped_images=skipped_images,
-    )
-    forward = _forward_function(inference_model, use_horizontal_flipping)
-    global_parts, local_parts, positions_parts = [], [], []
-    progress_bar = keras.utils.Progbar(len(image_file_paths), verbose=verbose, unit_name="image")
-    for images, positions in dataset:
-        positions = positions.numpy()
-        if positions.size == 0:
-            # Every image of this batch was undecodable; the model is not called on nothing.
-            continue
-        global_features, local_features = forward(images)
-        global_parts.append(np.asarray(global_features, dtype=np.float32))
-        local_parts.append(np.asarray(local_features, dtype=np.float32))
-        positions_parts.append(positions)
-        # Skipped files count as done, so the bar still ends at the number of files.
-        progress_bar.update(int(positions[-1]) + 1)
-    if not positions_parts or positions_parts[-1][-1] != len(image_file_paths) - 1:
-        # The last files were undecodable: the bar has not reached its end yet.
-        progress_bar.update(len(image_file_paths), finalize=True)
-    if not positions_parts:
-        global_shape, local_shape = (tuple(shape[1:]) for shape in inference_model.output_shape)
-        return (
-            np.zeros((0, *global_shape), dtype=np.float32),
-            np.zeros((0, *local_shape), dtype=np.float32),
-            np.zeros(0, dtype=np.int64),
-        )
-    return (
-        np.concatenate(global_parts),
-        np.concatenate(local_parts),
-        np.concatenate(positions_parts).astype(np.int64),
-    )
 
 
 def _evaluate_extracted_model(
@@ -165,40 +57,22 @@ def _evaluate_extracted_model(
     """A local-branch model's six rows, or a plain model's rows on normalised features."""
     start_time = time.perf_counter()
     has_local = has_local_output(inference_model)
-
-    def extract(split, split_name):
-        image_file_paths = split["image_file_path"].to_numpy(dtype=str)
-        options = dict(
-            image_height=image_height,
-            image_width=image_width,
-            batch_size=batch_size,
-            use_horizontal_flipping=use_horizontal_flipping,
-            verbose=verbose,
-            skipped_images=SkippedImageLog(split_name),
-        )
-        if has_local:
-            global_features, local_features, positions = extract_global_and_local_features(
-                inference_model, image_file_paths, **options
-            )
-        else:
-            global_features, positions = extract_features(
-                inference_model, image_file_paths, return_positions=True, **options
-            )
-            local_features = None
-        is_kept = np.zeros(len(split), dtype=bool)
-        is_kept[positions] = True
-        skipped = image_file_paths[~is_kept].tolist()
-        if not is_kept.any():
-            raise ValueError(
-                f"None of the {len(split)} {split_name} images could be decoded (e.g. "
-                f"{', '.join(skipped[:NUM_NAMED_EXAMPLES])}); check that they are whole JPEG "
-                "or PNG files."
-            )
-        # The records of the embedded images only, in the order of their features.
-        return global_features, local_features, split.iloc[positions], skipped
-
-    query_features, query_local, query, skipped_query = extract(query, "query")
-    gallery_features, gallery_local, gallery, skipped_gallery = extract(gallery, "gallery")
+    extraction_options = dict(
+        image_height=image_height,
+        image_width=image_width,
+        batch_size=batch_size,
+        use_horizontal_flipping=use_horizontal_flipping,
+        verbose=verbose,
+    )
+    query_outputs, query, skipped_query = extract_split_features(
+        inference_model, query, "query", **extraction_options
+    )
+    gallery_outputs, gallery, skipped_gallery = extract_split_features(
+        inference_model, gallery, "gallery", **extraction_options
+    )
+    # A plain model has no local features (None).
+    query_features, query_local = (*query_outputs, None)[:2]
+    gallery_features, gallery_local = (*gallery_outputs, None)[:2]
     images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
         # The features as the model gives them (before any normalisation).

@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 
 from applications.backend import tf
-from applications.feature_extractor import embedding_model
+from applications.embedding import embed_images, embedding_model
 from datasets.resizing import resize_like_cv2
 
 INPUT_NAME = "images"
@@ -65,13 +65,8 @@ class ServingModule(tf.Module):
         # The pixels of cv2.resize, as datasets.pipeline.decode_and_resize gives them, so served
         # embeddings equal the ones evaluated during training.
         resized = resize_like_cv2(images, self.image_height, self.image_width)
-        if not self.use_horizontal_flipping:
-            embeddings = self.inference_model(resized, training=False)
-        else:
-            both = tf.concat([resized, tf.image.flip_left_right(resized)], axis=0)
-            original, flipped = tf.split(self.inference_model(both, training=False), 2, axis=0)
-            embeddings = (original + flipped) / 2
-        return {OUTPUT_NAME: tf.cast(embeddings, tf.float32)}
+        embeddings = embed_images(self.inference_model, resized, self.use_horizontal_flipping)
+        return {OUTPUT_NAME: embeddings}
 
 
 def read_parity_images(image_file_paths, num_images=DEFAULT_NUM_PARITY_IMAGES):

@@ -17,26 +17,15 @@ import os
 import numpy as np
 from absl import logging
 
-from applications.backend import keras, tf
+from applications.backend import tf
+from applications.embedding import embedding_function, embedding_model, extract_embeddings
 from applications.model import build_flipreid_models
-from applications.weights import load_model_weights
+from applications.weights import load_weights_into_either
 from datasets.image_files import SkippedImageLog
-from datasets.pipeline import build_testing_dataset
 from datasets.resizing import resize_like_cv2
 
 IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _NUM_NAMED_FILES = 5
-
-
-def embedding_model(inference_model):
-    """The inference model reduced to its embedding output (B, D), sharing its weights.
-
-    With AlignedReID's local branch the inference model has a second output, the local
-    features; search, pictures and serving use the embedding alone.
-    """
-    if len(inference_model.outputs) == 1:
-        return inference_model
-    return keras.Model(inference_model.inputs, inference_model.outputs[0], name="embedding_model")
 
 
 def list_image_files(folder_path):
@@ -184,30 +173,10 @@ class FeatureExtractor:
         self.image_height = int(self.model_config["image_height"])
         self.image_width = int(self.model_config["image_width"])
         training_model, self.inference_model = build_flipreid_models(**self.model_config)
-        try:
-            load_model_weights(self.inference_model, weights_path)
-        except ValueError as inference_error:
-            # training_model.h5 holds the classifier too; the inference model shares its weights.
-            try:
-                load_model_weights(training_model, weights_path)
-            except ValueError:
-                raise inference_error from None
+        load_weights_into_either(training_model, self.inference_model, weights_path)
         self.inference_model = embedding_model(self.inference_model)
         self.feature_dimension = int(self.inference_model.output_shape[-1])
-        self._forward = tf.function(
-            self._embed_batch,
-            input_signature=[
-                tf.TensorSpec((None, self.image_height, self.image_width, 3), tf.uint8)
-            ],
-        )
-
-    def _embed_batch(self, images):
-        if not self.use_horizontal_flipping:
-            return self.inference_model(images, training=False)
-        # One pass over both views, then the average of each pair, as in evaluation.
-        both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
-        original, flipped = tf.split(self.inference_model(both, training=False), 2, axis=0)
-        return (original + flipped) / 2
+        self._forward = embedding_function(self.inference_model, self.use_horizontal_flipping)
 
     def _resize(self, image, index):
         image = np.asarray(image)
@@ -266,28 +235,16 @@ class FeatureExtractor:
             return np.zeros((0, self.feature_dimension), dtype=np.float32), [], []
         # A file that fails to read or decode drops out (datasets.image_files' policy); its
         # position is missing below, which is how it gets counted and named.
-        dataset = build_testing_dataset(
+        (features,), kept = extract_embeddings(
+            self.inference_model,
             image_file_paths,
             image_height=self.image_height,
             image_width=self.image_width,
             batch_size=self.batch_size,
-            return_positions=True,
+            use_horizontal_flipping=self.use_horizontal_flipping,
+            verbose=verbose,
             skipped_images=SkippedImageLog("FeatureExtractor"),
         )
-        progress_bar = keras.utils.Progbar(
-            len(image_file_paths), verbose=verbose, unit_name="image"
-        )
-        kept_positions, features = [], []
-        for images, batch_positions in dataset:
-            if batch_positions.shape[0] == 0:
-                continue
-            features.append(np.asarray(self._forward(images), dtype=np.float32))
-            kept_positions.append(batch_positions.numpy())
-            progress_bar.update(int(kept_positions[-1][-1]) + 1)
-        kept = np.concatenate(kept_positions) if kept_positions else np.zeros(0, np.int64)
-        if kept.size == 0 or kept[-1] != len(image_file_paths) - 1:
-            # The last files were unreadable: the bar has not reached its end yet.
-            progress_bar.update(len(image_file_paths), finalize=True)
         is_kept = np.zeros(len(image_file_paths), dtype=bool)
         is_kept[kept] = True
         unreadable = [path for path, ok in zip(image_file_paths, is_kept) if not ok]
@@ -298,11 +255,6 @@ class FeatureExtractor:
             )
         if unreadable:
             logging.info("Skipped %d unreadable image files.", len(unreadable))
-        features = (
-            np.concatenate(features, axis=0)
-            if features
-            else np.zeros((0, self.feature_dimension), dtype=np.float32)
-        )
         return features, [image_file_paths[position] for position in kept], unreadable
 
     def __call__(self, images):

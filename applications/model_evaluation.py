@@ -1,50 +1,23 @@
 """Test-set evaluation of an inference model: embed query and gallery images, then score them.
 
 The TensorFlow half of evaluation (a forward pass over image files, optionally averaged with the
-horizontal flip) lives here, so that the `evaluation` package stays pure NumPy: it receives the
-features and returns the metrics. Images that cannot be decoded are left out with their records
-and returned by name, never fatal and never silent (the policy of `datasets.image_files`).
+horizontal flip: `applications.embedding`) is called here, so that the `evaluation` package stays
+pure NumPy: it receives the features and returns the metrics. Images that cannot be decoded are
+left out with their records and returned by name, never fatal and never silent (the policy of
+`datasets.image_files`).
 """
 
 import time
-import weakref
 
 import numpy as np
 
-from applications.backend import keras, tf
+from applications.embedding import extract_embeddings
 from datasets.image_files import NUM_NAMED_EXAMPLES, SkippedImageLog
-from datasets.pipeline import build_testing_dataset
 from evaluation.report import evaluate_features
 
 # Keys of evaluate_model's result that hold lists of undecodable image files rather than metrics.
 SKIPPED_QUERY_KEY = "skipped_query_image_file_paths"
 SKIPPED_GALLERY_KEY = "skipped_gallery_image_file_paths"
-
-# One traced forward function per (model, flip setting): tracing anew at every evaluation costs
-# seconds and makes TensorFlow warn about retracing.
-_FORWARD_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
-def _forward_function(inference_model, use_horizontal_flipping):
-    functions = _FORWARD_FUNCTIONS.setdefault(inference_model, {})
-    if use_horizontal_flipping not in functions:
-        # A weak reference inside the function, so that the cache never keeps a model alive.
-        model_reference = weakref.ref(inference_model)
-
-        def forward(images):
-            if not use_horizontal_flipping:
-                return model_reference()(images, training=False)
-            # One pass over both views of the batch, then the average of each pair.
-            both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
-            original, flipped = tf.split(model_reference()(both, training=False), 2, axis=0)
-            return (original + flipped) / 2
-
-        # Any batch size of the pipeline's uint8 images: one trace serves every batch.
-        image_shape = tuple(inference_model.input_shape[1:])
-        functions[use_horizontal_flipping] = tf.function(
-            forward, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)]
-        )
-    return functions[use_horizontal_flipping]
 
 
 def extract_features(
@@ -88,37 +61,16 @@ def extract_features(
     image_file_paths = [str(path) for path in image_file_paths]
     if not image_file_paths:
         raise ValueError("extract_features got no image files to embed.")
-    if skipped_images is None:
-        skipped_images = SkippedImageLog("images")
-    dataset = build_testing_dataset(
+    (features,), positions = extract_embeddings(
+        inference_model,
         image_file_paths,
         image_height=image_height,
         image_width=image_width,
         batch_size=batch_size,
-        return_positions=True,
+        use_horizontal_flipping=use_horizontal_flipping,
+        verbose=verbose,
         skipped_images=skipped_images,
     )
-    forward = _forward_function(inference_model, use_horizontal_flipping)
-    features_list, positions_list = [], []
-    progress_bar = keras.utils.Progbar(len(image_file_paths), verbose=verbose, unit_name="image")
-    for images, positions in dataset:
-        positions = positions.numpy()
-        if positions.size == 0:
-            # Every image of this batch was undecodable; the model is not called on nothing.
-            continue
-        features_list.append(np.asarray(forward(images), dtype=np.float32))
-        positions_list.append(positions)
-        # Skipped files count as done, so the bar still ends at the number of files.
-        progress_bar.update(int(positions[-1]) + 1)
-    if not positions_list or positions_list[-1][-1] != len(image_file_paths) - 1:
-        # The last files were undecodable: the bar has not reached its end yet.
-        progress_bar.update(len(image_file_paths), finalize=True)
-    if features_list:
-        features = np.concatenate(features_list, axis=0)
-        positions = np.concatenate(positions_list).astype(np.int64)
-    else:
-        features = np.zeros((0, int(inference_model.output_shape[-1])), dtype=np.float32)
-        positions = np.zeros(0, dtype=np.int64)
     if return_positions:
         return features, positions
     if len(positions) != len(image_file_paths):
@@ -132,6 +84,44 @@ def extract_features(
             "them, or call extract_features with return_positions=True to leave them out."
         )
     return features
+
+
+def extract_split_features(inference_model, split, split_name, **extraction_options):
+    """Embeds the decodable images of a query or gallery split, with their records.
+
+    Args:
+        inference_model: keras.Model, uint8 images (batch, H, W, 3) -> one or several outputs.
+        split: pandas DataFrame with image_file_path, identity_ID and camera_ID columns.
+        split_name: str, "query" or "gallery" (in warnings and errors).
+        **extraction_options: image_height, image_width, batch_size, use_horizontal_flipping
+            and verbose of applications.embedding.extract_embeddings.
+
+    Returns:
+        (outputs, records, skipped): a list with one float32 array (M, ...) per model output,
+        the M records of the embedded images in feature order (DataFrame), and the undecodable
+        image files left out (list of str, input order).
+
+    Raises:
+        ValueError: none of the split's images could be decoded (the first files named).
+    """
+    image_file_paths = split["image_file_path"].to_numpy(dtype=str)
+    outputs, positions = extract_embeddings(
+        inference_model,
+        image_file_paths,
+        skipped_images=SkippedImageLog(split_name),
+        **extraction_options,
+    )
+    is_kept = np.zeros(len(split), dtype=bool)
+    is_kept[positions] = True
+    skipped = image_file_paths[~is_kept].tolist()
+    if not is_kept.any():
+        raise ValueError(
+            f"None of the {len(split)} {split_name} images could be decoded (e.g. "
+            f"{', '.join(skipped[:NUM_NAMED_EXAMPLES])}); check that they are whole JPEG "
+            "or PNG files."
+        )
+    # The records of the embedded images only, in the order of their features.
+    return outputs, split.iloc[positions], skipped
 
 
 def save_features_file(features_file_path, query, gallery, **feature_arrays):
@@ -201,34 +191,19 @@ def evaluate_model(
         ValueError: no query or no gallery image could be decoded (the first files named).
     """
     start_time = time.perf_counter()
-
-    def extract(split, split_name):
-        image_file_paths = split["image_file_path"].to_numpy(dtype=str)
-        features, positions = extract_features(
-            inference_model,
-            image_file_paths,
-            image_height=image_height,
-            image_width=image_width,
-            batch_size=batch_size,
-            use_horizontal_flipping=use_horizontal_flipping,
-            verbose=verbose,
-            return_positions=True,
-            skipped_images=SkippedImageLog(split_name),
-        )
-        is_kept = np.zeros(len(split), dtype=bool)
-        is_kept[positions] = True
-        skipped = image_file_paths[~is_kept].tolist()
-        if not is_kept.any():
-            raise ValueError(
-                f"None of the {len(split)} {split_name} images could be decoded (e.g. "
-                f"{', '.join(skipped[:NUM_NAMED_EXAMPLES])}); check that they are whole JPEG "
-                "or PNG files."
-            )
-        # The records of the embedded images only, in the order of their features.
-        return features, split.iloc[positions], skipped
-
-    query_features, query, skipped_query = extract(query, "query")
-    gallery_features, gallery, skipped_gallery = extract(gallery, "gallery")
+    options = dict(
+        image_height=image_height,
+        image_width=image_width,
+        batch_size=batch_size,
+        use_horizontal_flipping=use_horizontal_flipping,
+        verbose=verbose,
+    )
+    (query_features,), query, skipped_query = extract_split_features(
+        inference_model, query, "query", **options
+    )
+    (gallery_features,), gallery, skipped_gallery = extract_split_features(
+        inference_model, gallery, "gallery", **options
+    )
     images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
         save_features_file(

@@ -4,7 +4,7 @@ Embeds the query and gallery images (as evaluation does), computes their distanc
 them to `evaluation.visualization`, which draws without TensorFlow.
 """
 
-from applications.feature_extractor import embedding_model
+from applications.embedding import embedding_model
 from applications.model_evaluation import extract_features
 from evaluation.distances import compute_distance_matrix
 from evaluation.visualization import write_evaluation_pictures

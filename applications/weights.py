@@ -42,3 +42,33 @@ def load_model_weights(model, file_path):
             "load a file "
             "saved from the same kind of model (training or inference)."
         ) from error
+
+
+def load_weights_into_either(training_model, inference_model, file_path):
+    """Loads a weights file into the training model, or else into the inference model.
+
+    The inference model shares its weights with the training model, so either load sets both;
+    a training_model.h5 also holds the classifier, an inference_model.h5 fits the inference
+    model alone (e.g. when the number of identities differs).
+
+    Args:
+        training_model: the training model.
+        inference_model: the inference model sharing its weights.
+        file_path: str, a weights file `load_model_weights` reads.
+
+    Returns:
+        str, "training model" or "inference model": the one the file was loaded into.
+
+    Raises:
+        FileNotFoundError: no file at file_path.
+        ValueError: the file fits neither model (the training model's reason).
+    """
+    try:
+        load_model_weights(training_model, file_path)
+        return "training model"
+    except ValueError as training_model_error:
+        try:
+            load_model_weights(inference_model, file_path)
+        except ValueError:
+            raise training_model_error from None
+        return "inference model"

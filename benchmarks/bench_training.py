@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import numpy as np  # noqa: E402
 
 from applications.backend import keras, tf  # noqa: E402
+from applications.embedding import embedding_function  # noqa: E402
 from applications.model import build_flipreid_models  # noqa: E402
 
 _WARMUP_STEPS = 2
@@ -106,16 +107,7 @@ def training_step_function(training_model, args, num_identities):
 
 def extraction_function(inference_model, use_flipping, args):
     """One float32-embedding extraction of a uint8 batch, with or without flip averaging."""
-
-    @tf.function(autograph=False)
-    def forward(images):
-        if not use_flipping:
-            return tf.cast(inference_model(images, training=False), tf.float32)
-        both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
-        embeddings = tf.cast(inference_model(both, training=False), tf.float32)
-        original, flipped = tf.split(embeddings, 2, axis=0)
-        return (original + flipped) / 2
-
+    forward = embedding_function(inference_model, use_flipping)
     images, _ = _random_batch(args, 2)
     return lambda: forward(images).numpy()
 
