@@ -1,14 +1,28 @@
-"""One experiment from a typed configuration: data, model, training, evaluation, outputs.
+"""One experiment from a typed configuration: data, models, training, evaluation, outputs.
 
 `run_experiment(config)` is what `python solution.py` runs after parsing its flags; tests call it
-directly with `applications.config.build_experiment_config(...)`. Each step is a call of one
-package's public function with keyword arguments named like the flags:
+directly with `applications.config.build_experiment_config(...)`. It reads as its steps, each a
+function below that calls packages' public functions with keyword arguments named like the
+flags:
 
-    datasets.load_dataset -> datasets.select_testing_subset
-    -> applications.model.build_flipreid_models -> datasets.pipeline.build_training_dataset
-    -> applications.training.fit_in_stages (callbacks: learning rate, evaluation, best
-       weights, GeM powers, history, TensorBoard)
-    -> applications.model_evaluation.evaluate_model -> evaluation (NumPy) -> metrics.json
+1. `applications.run_folder.guarded_run`: the block of the run (stop signals, the global
+   policy, the run folder marked failed on an error).
+2. `_set_up_process`: the recipe and precision lines, the distribution strategy, the checks that
+   need no data, the seed and the training policy.
+3. `load_run_data`: `datasets.load_dataset` -> `datasets.select_testing_subset` (and Combined's
+   other test sets).
+4. `build_models`: `applications.model.build_flipreid_models` (or
+   `applications.mutual_learning.build_mutual_learning_models`) compiled with the optimizer of
+   `applications.optimizers`, as a `Models` record; `applications.weights.load_pretrained_weights`.
+5. `_open_run`: `applications.run_state.open_run_folder` (a new folder, or the run to resume),
+   model_config.json.
+6. `_build_evaluator`: `applications.aligned_model_evaluation.evaluate_models` on the test sets,
+   at --evaluation_precision.
+7. `_evaluate_baseline`: the untrained (or --evaluation_only) metrics.
+8. `_train`: `datasets.pipeline.build_training_dataset` -> `applications.training.fit_in_stages`
+   (callbacks: NaN guard, learning rate, evaluation, GeM powers, history, checkpoint with the
+   best weights, TensorBoard, stop at a step boundary); `_report_training` prints the result.
+9. `_write_results`: pictures, metrics.json, the serving export, the run marked completed.
 """
 
 import dataclasses
@@ -34,20 +48,20 @@ from applications.distribution import (
 )
 from applications.export import export_for_serving
 from applications.flag_effects import FLAGS_READ_BY
-from applications.interruption import RunInterrupted, StopRequest, handle_stop_signals
 from applications.learning_rate import build_learning_rate_function
 from applications.model import build_flipreid_models
 from applications.model_evaluation import SKIPPED_GALLERY_KEY, SKIPPED_QUERY_KEY
 from applications.mutual_learning import build_mutual_learning_models, save_each_model_weights
+from applications.optimizers import REGULARIZATION_FACTOR_NAMES, regularization_settings
 from applications.precision import (
     build_precision_twin,
     evaluation_policy,
     num_visible_gpus,
     read_cpu_flags,
     resolve_mixed_precision_policy,
-    restored_global_policy,
 )
 from applications.result_pictures import write_result_pictures
+from applications.run_folder import guarded_run, run_name
 from applications.run_state import (
     RunState,
     atomic_save_weights,
@@ -55,11 +69,10 @@ from applications.run_state import (
     check_file_manifest,
     check_output_folder_writable,
     file_manifest,
-    open_run_folder,
 )
 from applications.training import count_epochs, fit_in_stages, stage_name
-from applications.weights import load_model_weights
-from applications.weights_file import check_weights_file, check_weights_file_readable
+from applications.weights import load_model_weights, load_pretrained_weights
+from applications.weights_file import check_weights_file_readable
 from callbacks import EvaluationCallback, GeMPowerLogger, HistoryLogger
 from callbacks.interruption import StopAtStepBoundary
 from callbacks.nan_guard import NaNGuard
@@ -74,12 +87,6 @@ _UNLOGGED_KEYS = (
     "num_valid_queries",
     "num_excluded_queries",
     "feature_extraction_images_per_second",
-)
-_REGULARIZATION_FACTOR_NAMES = (
-    "kernel_regularization_factor",
-    "bias_regularization_factor",
-    "gamma_regularization_factor",
-    "beta_regularization_factor",
 )
 
 
@@ -97,76 +104,71 @@ class ExperimentOutcome:
     results: dict
 
 
-def make_output_folder(output_folder_path, run_name):
-    """Creates a fresh output folder, never reusing (or deleting) an existing one.
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """The models of a run.
 
-    Args:
-        output_folder_path: str, the parent folder (created when missing).
-        run_name: str, the folder name wanted.
-
-    Returns:
-        str, `<output_folder_path>/<run_name>`, or `<run_name>_2`, `_3`, ... when taken.
+    Attributes:
+        training_model: the compiled training model (a MutualLearningModel with several).
+        inference_models: list of the inference models sharing its weights, one per model
+            (--model_num).
+        model_config: dict, the settings that shape the weights (model_config.json), the
+            keyword arguments of build_flipreid_models that rebuild one inference model.
     """
-    candidate = os.path.join(os.path.abspath(output_folder_path), run_name)
-    index = 1
-    while True:
-        try:
-            os.makedirs(candidate)
-            return candidate
-        except FileExistsError:
-            index += 1
-            candidate = os.path.join(os.path.abspath(output_folder_path), f"{run_name}_{index}")
+
+    training_model: keras.Model
+    inference_models: list
+    model_config: dict
+
+    def save_weights(self, folder_path, *, is_chief=True):
+        """Writes every weights file atomically; returns their manifest (sizes, SHA-256).
+
+        One model writes training_model.h5 and inference_model.h5; several write them under
+        model_<i>/ each.
+        """
+        if len(self.inference_models) > 1:
+            file_names = save_each_model_weights(
+                self.training_model, self.inference_models, folder_path, is_chief=is_chief
+            )
+        else:
+            file_names = ["training_model.h5", "inference_model.h5"]
+            saved_models = (self.training_model, self.inference_models[0])
+            for saved_model, file_name in zip(saved_models, file_names, strict=True):
+                atomic_save_weights(
+                    saved_model, os.path.join(folder_path, file_name), is_chief=is_chief
+                )
+        # Other workers write into a temporary folder that is gone by now.
+        return file_manifest(folder_path, file_names) if is_chief else {}
+
+    def first_inference_weights_file_path(self, folder_path):
+        """str, where `save_weights` writes the first model's inference_model.h5."""
+        model_folder_name = "model_1" if len(self.inference_models) > 1 else ""
+        return os.path.join(folder_path, model_folder_name, "inference_model.h5")
 
 
-def load_weights_into_either(training_model, inference_model, file_path):
-    """Loads a training-model or an inference-model weights file written by this project.
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """The dataset of a run and the test sets it evaluates.
 
-    Args:
-        training_model: the FlipReID training model.
-        inference_model: the inference model sharing its weights.
-        file_path: str, training_model.h5 or inference_model.h5 of an earlier run.
-
-    Raises:
-        ValueError: the file fits neither model; the message says which flags must match.
+    Attributes:
+        dataset: datasets.Dataset.
+        query: DataFrame of the query images evaluated, or None with --testing_size 0.
+        gallery: DataFrame of the gallery images evaluated, or None with --testing_size 0.
+        other_test_sets: dict label -> (query, gallery), Combined's other test sets.
+        skipped_images: dict split name ("train", "query", "gallery") -> SkippedImageLog of the
+            images that pass the load-time check but fail to decode, met while running.
     """
-    try:
-        load_model_weights(training_model, file_path)
-        print(f"Loaded the training model's weights from {file_path}")
-    except ValueError as training_model_error:
-        try:
-            load_model_weights(inference_model, file_path)
-        except ValueError:
-            raise ValueError(
-                f"{training_model_error} To evaluate on another dataset than the one trained on "
-                "(a different number of identities), pass the inference_model.h5 written beside "
-                "it."
-            ) from None
-        print(f"Loaded the inference model's weights from {file_path}")
+
+    dataset: object
+    query: object
+    gallery: object
+    other_test_sets: dict
+    skipped_images: dict
 
 
-def regularization_settings(regularization_mode, **factors):
-    """The model's L2 factors and the optimizer of a regularization mode.
-
-    Args:
-        regularization_mode: "l2" (FlipReID's L2 term in the loss, the four factors as given),
-            "decoupled" (no L2 term; AdamW weight decay of kernel_regularization_factor) or
-            "none".
-        **factors: the four *_regularization_factor values by name.
-
-    Returns:
-        (dict of the four factors for build_flipreid_models, keras optimizer).
-    """
-    if regularization_mode == "l2":
-        return dict(factors), keras.optimizers.Adam()
-    zeros = {name: 0.0 for name in _REGULARIZATION_FACTOR_NAMES}
-    if regularization_mode == "decoupled":
-        weight_decay = factors["kernel_regularization_factor"]
-        return zeros, keras.optimizers.AdamW(weight_decay=weight_decay)
-    if regularization_mode == "none":
-        return zeros, keras.optimizers.Adam()
-    raise ValueError(
-        f"Unknown regularization_mode {regularization_mode!r}; valid names: l2, decoupled, none."
-    )
+def _evaluated(inference_models):
+    # evaluate_models scores one model as such, and a list as models trained jointly.
+    return inference_models if len(inference_models) > 1 else inference_models[0]
 
 
 def _write_json(file_path, content):
@@ -174,7 +176,118 @@ def _write_json(file_path, content):
     atomic_write_json(file_path, content)
 
 
-def _load_data(data, seed):
+def run_experiment(config):
+    """Trains and/or evaluates as the configuration says, printing progress and results.
+
+    A run folder that an error stopped keeps RUN_INCOMPLETE.txt (so --resume can continue it)
+    and gets RUN_FAILED.txt with the reason. An interruption (Ctrl-C, a kill) leaves it marked
+    incomplete only.
+
+    Args:
+        config: applications.config.ExperimentConfig.
+
+    Returns:
+        ExperimentOutcome.
+
+    Raises:
+        ValueError, FileNotFoundError, RuntimeError: bad data, weights or settings found while
+            running; the message names the file or flag and the fix. Nothing is written before
+            data, model and weights have loaded.
+        applications.interruption.RunInterrupted: SIGINT or SIGTERM stopped the run (at a step
+            boundary while training, see applications.interruption); it names the run folder
+            and the epoch of the checkpoint kept.
+    """
+    with guarded_run() as guard:
+        start_time = time.perf_counter()
+        strategy = _set_up_process(config)
+        data = load_run_data(config.data, config.training.seed)
+        if not config.evaluation.evaluation_only:
+            check_batch_composition(
+                identity_num_per_batch=config.training.identity_num_per_batch,
+                image_num_per_identity=config.training.image_num_per_identity,
+                num_replicas=strategy.num_replicas_in_sync,
+                num_train_identities=data.dataset.num_train_identities,
+            )
+        models = build_models(config, data.dataset.num_train_identities, strategy)
+        if config.evaluation.pretrained_model_file_path:
+            load_pretrained_weights(
+                models.training_model,
+                models.inference_models[0],
+                config.evaluation.pretrained_model_file_path,
+            )
+        # Opened only once data, model and weights are in place, so a run stopped by bad input
+        # leaves no half-empty folder behind.
+        run = _open_run(guard, config, models, is_chief(strategy))
+        evaluation_models, evaluate = _build_evaluator(config, data, models, run)
+        results = _evaluate_baseline(config, data, run, evaluate)
+        if not config.evaluation.evaluation_only:
+            final_metrics, results["best_epoch"] = _train(
+                config, data, models, run, strategy, evaluate, guard.stop_request
+            )
+            _report_training(config, data, results, final_metrics)
+        _write_results(config, data, models, run, evaluation_models, results, start_time)
+        return ExperimentOutcome(run.writing_folder_path, results)
+
+
+def _set_up_process(config):
+    """Prints the recipe and precision, sets up the strategy, the seed and the training policy.
+
+    Returns:
+        the tf.distribute strategy to build and train the models under.
+    """
+    model, evaluation = config.model, config.evaluation
+    recipe = resolve_recipe(model.recipe, model.backbone_model_name)
+    print(
+        f"Recipe {recipe} for {model.backbone_model_name}: the defaults of the flags not given "
+        "(--recipe; "
+        + {"flipreid": "FlipReID", "alignedreid": "AlignedReID"}.get(
+            recipe, "training from random weights"
+        )
+        + ")."
+    )
+    training_policy, policy_reason = resolve_mixed_precision_policy(
+        config.training.mixed_precision_policy,
+        recipe,
+        cpu_flags=read_cpu_flags(),
+        num_gpus=num_visible_gpus(),
+    )
+    print(
+        f"Precision: training in {training_policy} because {policy_reason}. Evaluation features "
+        f"in {evaluation.evaluation_precision} (--evaluation_precision)."
+    )
+    # Before any TensorFlow operation: logical devices and multi-worker set-up need it.
+    strategy = _distribution_strategy(config.training)
+    # Checks that need no data: found now rather than after minutes of loading.
+    if is_chief(strategy):
+        check_output_folder_writable(evaluation.output_folder_path)
+    if evaluation.pretrained_model_file_path:
+        check_weights_file_readable(evaluation.pretrained_model_file_path)
+    keras.utils.set_random_seed(config.training.seed)
+    keras.mixed_precision.set_global_policy(training_policy)
+    return strategy
+
+
+def _distribution_strategy(training):
+    """Logical CPU devices and the strategy: set up before TensorFlow's first operation."""
+    configure_cpu_logical_devices(training.cpu_logical_devices)
+    strategy = build_strategy(training.distribution_strategy)
+    if training.distribution_strategy != "default":
+        print(f"Distributed training: {describe_strategy(strategy)}.")
+    elif len(tf.config.list_logical_devices("GPU")) > 1:
+        print("Several GPUs are visible; --distribution_strategy mirrored trains on all of them.")
+    return strategy
+
+
+def load_run_data(data, seed):
+    """Loads the dataset and selects the test sets a run evaluates; prints what it found.
+
+    Args:
+        data: applications.config.DataConfig.
+        seed: int, the Synthetic dataset's seed (--seed).
+
+    Returns:
+        RunData.
+    """
     dataset = load_dataset(
         data.dataset_name,
         data.root_folder_path,
@@ -212,7 +325,592 @@ def _load_data(data, seed):
     print(summary)
     for message in dataset.messages:
         print(f"  note: {message}")
-    return dataset, query, gallery, other_test_sets
+    skipped_images = {
+        split_name: SkippedImageLog(f"{dataset.name} {split_name}")
+        for split_name in ("train", "query", "gallery")
+    }
+    return RunData(dataset, query, gallery, other_test_sets, skipped_images)
+
+
+def _model_config(model, num_identities):
+    """The settings that shape the weights: model_config.json, and what rebuilds a model."""
+    model_config = dict(
+        backbone_name=model.backbone_model_name,
+        image_height=model.image_height,
+        image_width=model.image_width,
+        num_identities=num_identities,
+        region_num=model.region_num,
+        pooling_mode=model.pooling_mode,
+        gem_initial_power=model.gem_initial_power,
+        min_value=model.min_value if model.use_feature_clipping else None,
+        max_value=model.max_value if model.use_feature_clipping else None,
+        use_horizontal_flipping_inside_model=model.use_horizontal_flipping_inside_model,
+        last_stride=model.last_stride,
+    )
+    if model.use_local_branch:
+        model_config.update(use_local_branch=True, local_feature_dim=model.local_feature_dim)
+    if model.identity_head != "bn_neck":
+        # Only when not the default, so model_config.json of earlier runs still rebuilds.
+        model_config.update(identity_head=model.identity_head)
+    return model_config
+
+
+def build_models(config, num_identities, strategy):
+    """Builds and compiles the models of a run under `strategy`.
+
+    Args:
+        config: applications.config.ExperimentConfig.
+        num_identities: int, the training set's identities (the classifier's width).
+        strategy: the tf.distribute strategy.
+
+    Returns:
+        Models.
+    """
+    model, losses = config.model, config.losses
+    model_config = _model_config(model, num_identities)
+    with strategy.scope():
+        # The optimizer too: its slots must be created under the strategy's scope.
+        factors, optimizer = regularization_settings(
+            model.regularization_mode,
+            **{name: getattr(model, name) for name in REGULARIZATION_FACTOR_NAMES},
+        )
+        build_options = dict(
+            **model_config,
+            pretrained=model.pretrained and not config.evaluation.evaluation_only,
+            pretrained_root=model.pretrained_root,
+            # Training only: how the flip structure's passes meet batch normalisation.
+            flip_batch_norm_mode=model.flip_batch_norm_mode,
+            **factors,
+        )
+        mutual_options = {}
+        if model.model_num > 1:
+            training_model, inference_models = build_mutual_learning_models(
+                model.model_num, build_flipreid_models, **build_options
+            )
+            mutual_options = dict(
+                probability_mutual_loss_weight=losses.probability_mutual_loss_weight,
+                global_distance_mutual_loss_weight=losses.global_distance_mutual_loss_weight,
+                local_distance_mutual_loss_weight=losses.local_distance_mutual_loss_weight,
+            )
+        else:
+            training_model, inference_model = build_flipreid_models(**build_options)
+            inference_models = [inference_model]
+        training_model.compile(
+            optimizer,
+            triplet_margin=losses.triplet_margin,
+            label_smoothing=losses.label_smoothing,
+            triplet_loss_weight=losses.triplet_loss_weight,
+            cross_entropy_loss_weight=losses.cross_entropy_loss_weight,
+            flipping_loss_weight=losses.flipping_loss_weight,
+            **({"jit_compile": True} if config.training.jit_compile else {}),
+            local_triplet_loss_weight=losses.local_triplet_loss_weight,
+            local_triplet_margin=losses.local_triplet_margin,
+            local_distance_own_hard_samples=losses.local_distance_own_hard_samples,
+            normalize_feature=losses.normalize_feature,
+            **mutual_options,
+        )
+    return Models(training_model, inference_models, model_config)
+
+
+def _open_run(guard, config, models, chief):
+    """Opens the run folder (a new one, or the run to resume, restored into the models).
+
+    Returns:
+        applications.run_state.RunFolder; a new run's folder holds flags.json and
+        model_config.json.
+    """
+    run = guard.open(
+        config.evaluation.output_folder_path,
+        run_name(config.data.dataset_name, config.model.backbone_model_name),
+        config.to_flat(),
+        training_model=models.training_model,
+        resume=config.training.resume,
+        resume_from=config.training.resume_from,
+        is_chief=chief,
+    )
+    if run.state is None:
+        # Only the chief writes the run's files; other workers write into a temporary folder.
+        _write_json(os.path.join(run.writing_folder_path, "model_config.json"), models.model_config)
+    return run
+
+
+class _TestSetEvaluator:
+    """Evaluates the current weights on the run's test sets: callable () -> metrics dict."""
+
+    def __init__(self, config, data, evaluation_models, output_folder_path):
+        self.config, self.data = config, data
+        self.evaluation_models = evaluation_models
+        self.output_folder_path = output_folder_path
+        self.features_file_path = (
+            os.path.join(output_folder_path, "features.npz")
+            if config.evaluation.save_data_to_disk
+            else None
+        )
+
+    def __call__(self):
+        data = self.data
+        metrics = self._evaluate_test_set(data.query, data.gallery, self.features_file_path)
+        # Combined's other test sets: "<label>/<metric>" (see format_evaluation).
+        for label, (other_query, other_gallery) in data.other_test_sets.items():
+            other_features_file_path = self.features_file_path and os.path.join(
+                self.output_folder_path, f"features_{label}.npz"
+            )
+            other = self._evaluate_test_set(
+                other_query, other_gallery, other_features_file_path, f"{label}'s "
+            )
+            metrics.update({f"{label}{TEST_SET_SEPARATOR}{k}": v for k, v in other.items()})
+        _record_skipped_testing_images(metrics, data.skipped_images)
+        return metrics
+
+    def _evaluate_test_set(self, query, gallery, features_file_path, label=""):
+        model, evaluation = self.config.model, self.config.evaluation
+        print(f"\nEvaluating on {label}{len(query)} query and {len(gallery)} gallery images ...")
+        return evaluate_models(
+            _evaluated(self.evaluation_models()),
+            query,
+            gallery,
+            image_height=model.image_height,
+            image_width=model.image_width,
+            batch_size=evaluation.testing_batch_size,
+            use_horizontal_flipping=evaluation.use_horizontal_flipping_in_evaluation,
+            distance_metric=evaluation.distance_metric,
+            use_re_ranking=evaluation.use_re_ranking,
+            cmc_config=evaluation.cmc_config,
+            features_file_path=features_file_path,
+            normalize_feature=self.config.losses.normalize_feature,
+        )
+
+
+def _build_evaluator(config, data, models, run):
+    """The evaluation models and the test-set evaluation of a run.
+
+    Evaluation and export compute at --evaluation_precision, whatever the training policy: a
+    twin inference model under that policy gets the trained weights at each use.
+
+    Returns:
+        (callable () -> list of the inference models to evaluate, one per model;
+        callable () -> metrics dict, or None when test evaluation is off).
+    """
+    evaluation_models = build_precision_twin(
+        models.inference_models,
+        lambda: build_flipreid_models(**models.model_config)[1],
+        evaluation_policy(config.evaluation.evaluation_precision),
+    )
+    if data.query is None:
+        return evaluation_models, None
+    return evaluation_models, _TestSetEvaluator(
+        config, data, evaluation_models, run.writing_folder_path
+    )
+
+
+def _evaluate_baseline(config, data, run, evaluate):
+    """The run's results so far, with the untrained (or --evaluation_only) metrics.
+
+    Returns:
+        dict, the results metrics.json will hold; also the run's `extra`, saved with each
+        checkpoint.
+    """
+    evaluation = config.evaluation
+    # Skipped files and count mismatches travel with the metrics they may have changed.
+    results = {"dataset_notes": list(data.dataset.messages)}
+    # A resumed run carries the results saved with its checkpoint (the untrained baseline).
+    results.update(run.extra)
+    run.extra = results
+    if (
+        evaluate is not None
+        and run.state is None
+        and (evaluation.evaluation_only or evaluation.evaluate_before_training)
+    ):
+        label = "Evaluation" if evaluation.evaluation_only else "Before training"
+        metrics = evaluate()
+        print(format_evaluation(metrics, f"{label} on {data.dataset.name}:"))
+        results["evaluation_only" if evaluation.evaluation_only else "before_training"] = metrics
+    return results
+
+
+def _train(config, data, models, run, strategy, evaluate, stop_request):
+    """Fits the models; returns the final test metrics (None without testing) and best epoch.
+
+    A resumed run starts after its restored epoch, and every epoch ends with a checkpoint to
+    resume from. Undecodable training images are replaced in their batch and recorded in
+    `data.skipped_images["train"]`. `stop_request` (applications.interruption.StopRequest)
+    stops training at a step boundary after a stop signal.
+    """
+    training = config.training
+    steps_per_epoch = _steps_per_epoch(config, data.dataset)
+    # FlipReID's procedure: N frozen epochs, then --epoch_num more on a restarted schedule.
+    restart = training.restart_schedule_after_freezing
+    epoch_num = count_epochs(training.epoch_num, training.freeze_backbone_for_N_epochs, restart)
+    save_weights = functools.partial(
+        models.save_weights, run.writing_folder_path, is_chief=run.is_chief
+    )
+    best_value, best_epoch, best_weights = _check_best_weights(run, save_weights)
+    monitor = None
+    if evaluate is not None:
+        monitor = "test_re_ranking_mAP" if config.evaluation.use_re_ranking else "test_mAP"
+    history_logger = HistoryLogger(run.writing_folder_path)
+    if run.state is not None:
+        history_logger.rows = [dict(row) for row in run.state.history_rows]
+    record = _EpochRecord(
+        run,
+        save_weights,
+        best_weights,
+        history_logger,
+        monitor=monitor,
+        freeze_backbone_for_N_epochs=training.freeze_backbone_for_N_epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+    checkpoint_callback = RunStateCheckpoint(
+        record.save_state,
+        save_best_fn=record.save_best if monitor else None,
+        monitor=monitor,
+        best_value=best_value if monitor else None,
+        best_epoch=best_epoch if monitor else None,
+    )
+    evaluation_callback = None
+    if evaluate is not None:
+        evaluation_callback = EvaluationCallback(
+            functools.partial(_evaluate_during_training, evaluate),
+            every_N_epochs=config.evaluation.evaluate_testing_every_N_epochs,
+            epoch_num=epoch_num,
+        )
+    callbacks = _training_callbacks(
+        config,
+        run,
+        models.training_model,
+        evaluation_callback,
+        history_logger,
+        checkpoint_callback,
+        stop_request,
+    )
+    with stop_request.deferred():
+        fit_in_stages(
+            models.training_model,
+            _training_images_function(config, data, strategy),
+            steps_per_epoch=steps_per_epoch,
+            epoch_num=training.epoch_num,
+            freeze_backbone_for_N_epochs=training.freeze_backbone_for_N_epochs,
+            callbacks=callbacks,
+            initial_epoch=run.initial_epoch,
+            restart_schedule_after_freezing=restart,
+        )
+    return _training_result(evaluation_callback, checkpoint_callback, save_weights, epoch_num)
+
+
+def _steps_per_epoch(config, dataset):
+    """--steps_per_epoch, or the steps of one epoch in --epoch_unit."""
+    training = config.training
+    if training.steps_per_epoch:
+        return training.steps_per_epoch
+    if training.epoch_unit == "identities":
+        # AlignedReID's epoch: train.py (one model) drops the last incomplete batch of
+        # identities, train_ml.py (mutual learning) keeps it.
+        return identity_steps_per_epoch(
+            dataset.num_train_identities,
+            training.identity_num_per_batch,
+            keep_final_batch=config.model.model_num > 1,
+        )
+    return compute_steps_per_epoch(
+        len(dataset.train), training.identity_num_per_batch, training.image_num_per_identity
+    )
+
+
+def _training_images_function(config, data, strategy):
+    """callable initial_batch_index -> the training tf.data.Dataset from that batch on.
+
+    Built per training stage at its position in the stream (see fit_in_stages).
+    """
+    training, dataset = config.training, data.dataset
+    make_training_images = functools.partial(
+        build_training_dataset,
+        dataset.train["image_file_path"].to_numpy(dtype=str),
+        dataset.label_encoder.transform(dataset.train["identity_ID"]),
+        identity_num_per_batch=training.identity_num_per_batch,
+        image_num_per_identity=training.image_num_per_identity,
+        image_height=config.model.image_height,
+        image_width=config.model.image_width,
+        use_data_augmentation=training.use_data_augmentation_in_training,
+        random_crop_probability=training.random_crop_probability,
+        horizontal_flip_probability=training.horizontal_flip_probability,
+        patch_replacement_probability=training.patch_replacement_probability,
+        random_erasing_probability=training.random_erasing_probability,
+        crop_ratio=training.crop_ratio,
+        ratio_crop_probability=training.ratio_crop_probability,
+        seed=training.seed,
+        num_workers=training.workers,
+        skipped_images=data.skipped_images["train"],
+        sampling_mode=training.sampling_mode,
+    )
+
+    def training_images(initial_batch_index):
+        return prepare_dataset_for_strategy(
+            make_training_images(initial_batch_index=initial_batch_index), strategy
+        )
+
+    return training_images
+
+
+def _learning_rate_function(training):
+    """The learning rate of each epoch index: --learning_rate_mode and its settings."""
+    restart = training.restart_schedule_after_freezing
+    return build_learning_rate_function(
+        training.learning_rate_mode,
+        epoch_num=training.epoch_num,
+        learning_rate_start=training.learning_rate_start,
+        learning_rate_end=training.learning_rate_end,
+        learning_rate_base=training.learning_rate_base,
+        learning_rate_warmup_epochs=training.learning_rate_warmup_epochs,
+        learning_rate_steady_epochs=training.learning_rate_steady_epochs,
+        learning_rate_drop_factor=training.learning_rate_drop_factor,
+        learning_rate_lower_bound=training.learning_rate_lower_bound,
+        exponential_decay_start_epoch=training.exponential_decay_start_epoch,
+        staircase_decay_epochs=[int(epoch) for epoch in training.staircase_decay_epochs],
+        staircase_decay_factor=training.staircase_decay_factor,
+        restart_epoch=training.freeze_backbone_for_N_epochs if restart else 0,
+    )
+
+
+def _training_callbacks(
+    config,
+    run,
+    training_model,
+    evaluation_callback,
+    history_logger,
+    checkpoint_callback,
+    stop_request,
+):
+    """The callbacks of training, in the order they must run at each epoch's end."""
+    training_model_callbacks = [
+        # The guard first: its epoch-end weight check must run before evaluation and saving.
+        NaNGuard(
+            # The policy resolved from --mixed_precision_policy (auto names none).
+            mixed_precision_policy=keras.mixed_precision.global_policy().name,
+            recovery_note_fn=functools.partial(
+                _recovery_note, run, config.training.learning_rate_mode
+            ),
+        ),
+        keras.callbacks.LearningRateScheduler(_learning_rate_function(config.training)),
+    ]
+    if evaluation_callback is not None:
+        training_model_callbacks.append(evaluation_callback)
+    return training_model_callbacks + [
+        GeMPowerLogger(training_model.gem_power_values),
+        # After the history logger, so that each checkpoint holds its epoch's history row.
+        history_logger,
+        checkpoint_callback,
+        keras.callbacks.TensorBoard(os.path.join(run.writing_folder_path, "tensorboard")),
+        # Last: a stop signal ends the run after a step, or after the epoch's checkpoint.
+        StopAtStepBoundary(stop_request.check),
+    ]
+
+
+def _recovery_note(run, learning_rate_mode):
+    """What NaNGuard adds to its error: the checkpoint to resume from, with which flags."""
+    saved = run.manager.list_checkpoints()
+    if not saved:
+        return "No epoch had completed, so there is no checkpoint to resume from."
+    # Name the flags this mode reads: a lower --learning_rate_base changes nothing in cosine.
+    if "learning_rate_base" in FLAGS_READ_BY["learning_rate_mode"][learning_rate_mode]:
+        lower = "--learning_rate_base <lower>"
+    else:
+        lower = "--learning_rate_start <lower> --learning_rate_end <lower>"
+    return (
+        f"The last good checkpoint (epoch {saved[-1][0]}) is kept in {saved[-1][1]}, and "
+        f"history.csv holds the completed epochs. To continue from it with a lower learning "
+        f"rate: python solution.py --resume_from {run.run_folder_path} {lower} (and the "
+        "run's other flags)."
+    )
+
+
+def _evaluate_during_training(evaluate):
+    """Evaluates, prints the metrics and returns those that go into the epoch's logs."""
+    metrics = evaluate()
+    print(format_evaluation(metrics, "Test metrics:"))
+    return {
+        key: value
+        for key, value in metrics.items()
+        # Also those of Combined's other test sets ("<label>/num_valid_queries").
+        if key.rpartition(TEST_SET_SEPARATOR)[2] not in _UNLOGGED_KEYS
+    }
+
+
+class _EpochRecord:
+    """Writes what each epoch leaves: the best weights when they improve, then the checkpoint.
+
+    Args:
+        run: applications.run_state.RunFolder.
+        save_weights: callable () -> manifest, writes every weights file.
+        best_weights: dict {"files": manifest} of the best-weights files written so far.
+        history_logger: callbacks.HistoryLogger, whose rows each checkpoint holds.
+        monitor: str or None, the logs key of the best record ("test_mAP").
+        freeze_backbone_for_N_epochs: int, the frozen epochs (the stage of each epoch).
+        steps_per_epoch: int, to record the data stream's position.
+    """
+
+    def __init__(
+        self,
+        run,
+        save_weights,
+        best_weights,
+        history_logger,
+        *,
+        monitor,
+        freeze_backbone_for_N_epochs,
+        steps_per_epoch,
+    ):
+        self.run, self.save_weights = run, save_weights
+        self.best_weights, self.history_logger = best_weights, history_logger
+        self.monitor = monitor
+        self.freeze_backbone_for_N_epochs = freeze_backbone_for_N_epochs
+        self.steps_per_epoch = steps_per_epoch
+
+    def save_best(self, epoch, value):
+        self.best_weights["files"] = self.save_weights()
+        print(f"\nEpoch {epoch}: {self.monitor} {value:.2%} is the best so far; weights saved.")
+
+    def save_state(self, epoch, best_value, best_epoch):
+        self.run.manager.save(
+            RunState(
+                epoch=epoch,
+                stage=stage_name(epoch - 1, self.freeze_backbone_for_N_epochs),
+                stream_batch_index=epoch * self.steps_per_epoch,
+                monitor=self.monitor or "",
+                best_value=best_value,
+                best_epoch=best_epoch,
+                history_rows=self.history_logger.rows,
+                extra=self.run.extra,
+                best_weights_files=self.best_weights["files"],
+            )
+        )
+
+
+def _check_best_weights(run, save_weights):
+    """The best record a run continues with, once its best-weights files are checked.
+
+    A resumed run's checkpoint holds the sizes and SHA-256 of the best-weights files as they
+    were written. A file that differs (damaged, or rewritten by a newer best epoch when the run
+    was stopped before that epoch's checkpoint) is rewritten when the checkpoint is of the
+    best epoch itself; otherwise the best record restarts, so that the next evaluation writes
+    every weights file again.
+
+    Args:
+        run: applications.run_state.RunFolder.
+        save_weights: callable () -> manifest, writes the weights files of the current model.
+
+    Returns:
+        (best_value, best_epoch, {"files": manifest}) to continue with.
+    """
+    restored = run.state
+    if restored is None:
+        return None, None, {"files": {}}
+    problems = check_file_manifest(run.run_folder_path, restored.best_weights_files)
+    if not problems:
+        return restored.best_value, restored.best_epoch, {"files": restored.best_weights_files}
+    found = "; ".join(problems)
+    if restored.best_epoch == restored.epoch:
+        print(
+            f"Rewrote the best weights of epoch {restored.best_epoch} from its checkpoint "
+            f"({found})."
+        )
+        return restored.best_value, restored.best_epoch, {"files": save_weights()}
+    print(
+        f"The best weights of epoch {restored.best_epoch} are not as written ({found}); the best "
+        "record restarts, so the next evaluation writes the weights files again."
+    )
+    return None, None, {"files": {}}
+
+
+def _training_result(evaluation_callback, checkpoint_callback, save_weights, epoch_num):
+    """(final test metrics or None without testing, best epoch) once training has ended."""
+    if evaluation_callback is None:
+        # As FlipReID does without testing: the last epoch's weights are the result.
+        save_weights()
+        print(f"\nTest evaluation is off: saved the weights of epoch {epoch_num}.")
+        return None, epoch_num
+    if evaluation_callback.last_metrics is None:
+        # Resumed after the last epoch's checkpoint: only the final evaluation was missing.
+        evaluation_callback.on_epoch_end(epoch_num - 1, {})
+    final_metrics = {
+        key[len("test_") :]: value for key, value in evaluation_callback.last_metrics.items()
+    }
+    return final_metrics, checkpoint_callback.best_epoch
+
+
+def _report_training(config, data, results, final_metrics):
+    """Prints the trained metrics and adds them to the results (nothing without testing)."""
+    if final_metrics is None:
+        return
+    results["final"] = final_metrics
+    training = config.training
+    epoch_num = count_epochs(
+        training.epoch_num,
+        training.freeze_backbone_for_N_epochs,
+        training.restart_schedule_after_freezing,
+    )
+    print(format_evaluation(final_metrics, f"After {epoch_num} epochs on {data.dataset.name}:"))
+    if config.model.use_local_branch or config.model.model_num > 1 or data.other_test_sets:
+        # AlignedReID's table: one entry per row (and per model, the best marked).
+        results["final_rows"] = metrics_for_json(final_metrics)
+    if "before_training" in results:
+        print(
+            f"mAP went from {results['before_training']['mAP']:.2%} (untrained) to "
+            f"{final_metrics['mAP']:.2%} (trained)."
+        )
+
+
+def _write_results(config, data, models, run, evaluation_models, results, start_time):
+    """Pictures, the skipped images, metrics.json and the export; marks the run completed."""
+    evaluation = config.evaluation
+    output_folder_path = run.writing_folder_path
+    # Pictures and export show one model: the first one of a --model_num run.
+    shown_model = evaluation_models()[0]
+    if run.is_chief and evaluation.visualize_ranked_lists and data.query is not None:
+        _write_pictures(config, data, shown_model, output_folder_path)
+    _report_skipped_images(data.dataset, data.skipped_images, results)
+    results["wall_time_seconds"] = time.perf_counter() - start_time
+    _write_json(os.path.join(output_folder_path, "metrics.json"), results)
+    if run.is_chief and evaluation.export_folder_path:
+        # After metrics.json, so that a failed export never loses the run's results.
+        saved_weights_file_path = models.first_inference_weights_file_path(output_folder_path)
+        if not evaluation.evaluation_only and os.path.isfile(saved_weights_file_path):
+            # Serve what the run saved (the best epoch's weights), not the last epoch's.
+            load_model_weights(shown_model, saved_weights_file_path)
+        test_images = data.dataset.train if data.query is None else data.query
+        results["export"] = export_for_serving(
+            shown_model,
+            evaluation.export_folder_path,
+            image_height=config.model.image_height,
+            image_width=config.model.image_width,
+            export_with_flipping=evaluation.export_with_flipping,
+            parity_image_file_paths=test_images["image_file_path"],
+        )
+        _write_json(os.path.join(output_folder_path, "metrics.json"), results)
+    run.mark_completed()
+    print(f"Done in {results['wall_time_seconds']:.0f} s. Results: {run.run_folder_path}")
+
+
+def _write_pictures(config, data, shown_model, output_folder_path):
+    """The ranked lists and the CMC curve of the final evaluation (--visualize_ranked_lists)."""
+    evaluation = config.evaluation
+    pictures = write_result_pictures(
+        shown_model,
+        data.query,
+        data.gallery,
+        output_folder_path,
+        visualize_ranked_lists=evaluation.visualize_ranked_lists,
+        image_height=config.model.image_height,
+        image_width=config.model.image_width,
+        testing_batch_size=evaluation.testing_batch_size,
+        use_horizontal_flipping_in_evaluation=evaluation.use_horizontal_flipping_in_evaluation,
+        distance_metric=evaluation.distance_metric,
+        cmc_config=evaluation.cmc_config,
+        label=os.path.basename(output_folder_path),
+    )
+    print(
+        f"Ranked lists of {len(pictures['ranked_list_file_paths'])} queries: "
+        f"{os.path.join(output_folder_path, 'ranked_lists')}; CMC curve: "
+        f"{pictures['cmc_curve_file_path']}"
+    )
 
 
 def _record_skipped_testing_images(metrics, skipped_images):
@@ -254,596 +952,3 @@ def _report_skipped_images(dataset, skipped_images, results):
     notes = results["dataset_notes"]
     for log in skipped_images.values():
         notes.extend(message for message in log.messages() if message not in notes)
-
-
-def _distribution_strategy(training):
-    """Logical CPU devices and the strategy: set up before TensorFlow's first operation."""
-    configure_cpu_logical_devices(training.cpu_logical_devices)
-    strategy = build_strategy(training.distribution_strategy)
-    if training.distribution_strategy != "default":
-        print(f"Distributed training: {describe_strategy(strategy)}.")
-    elif len(tf.config.list_logical_devices("GPU")) > 1:
-        print("Several GPUs are visible; --distribution_strategy mirrored trains on all of them.")
-    return strategy
-
-
-def _build_models(config, num_identities, strategy):
-    """Builds and compiles the models; returns them and the settings that shape the weights."""
-    model, losses = config.model, config.losses
-    model_config = dict(
-        backbone_name=model.backbone_model_name,
-        image_height=model.image_height,
-        image_width=model.image_width,
-        num_identities=num_identities,
-        region_num=model.region_num,
-        pooling_mode=model.pooling_mode,
-        gem_initial_power=model.gem_initial_power,
-        min_value=model.min_value if model.use_feature_clipping else None,
-        max_value=model.max_value if model.use_feature_clipping else None,
-        use_horizontal_flipping_inside_model=model.use_horizontal_flipping_inside_model,
-        last_stride=model.last_stride,
-    )
-    if model.use_local_branch:
-        model_config.update(use_local_branch=True, local_feature_dim=model.local_feature_dim)
-    if model.identity_head != "bn_neck":
-        # Only when not the default, so model_config.json of earlier runs still rebuilds.
-        model_config.update(identity_head=model.identity_head)
-    with strategy.scope():
-        # The optimizer too: its slots must be created under the strategy's scope.
-        factors, optimizer = regularization_settings(
-            model.regularization_mode,
-            **{name: getattr(model, name) for name in _REGULARIZATION_FACTOR_NAMES},
-        )
-        build_options = dict(
-            **model_config,
-            pretrained=model.pretrained and not config.evaluation.evaluation_only,
-            pretrained_root=model.pretrained_root,
-            # Training only: how the flip structure's passes meet batch normalisation.
-            flip_batch_norm_mode=model.flip_batch_norm_mode,
-            **factors,
-        )
-        # Mutual learning: inference_model is then the list of the models' inference models.
-        mutual_options = {}
-        if model.model_num > 1:
-            training_model, inference_model = build_mutual_learning_models(
-                model.model_num, build_flipreid_models, **build_options
-            )
-            mutual_options = dict(
-                probability_mutual_loss_weight=losses.probability_mutual_loss_weight,
-                global_distance_mutual_loss_weight=losses.global_distance_mutual_loss_weight,
-                local_distance_mutual_loss_weight=losses.local_distance_mutual_loss_weight,
-            )
-        else:
-            training_model, inference_model = build_flipreid_models(**build_options)
-        training_model.compile(
-            optimizer,
-            triplet_margin=losses.triplet_margin,
-            label_smoothing=losses.label_smoothing,
-            triplet_loss_weight=losses.triplet_loss_weight,
-            cross_entropy_loss_weight=losses.cross_entropy_loss_weight,
-            flipping_loss_weight=losses.flipping_loss_weight,
-            **({"jit_compile": True} if config.training.jit_compile else {}),
-            local_triplet_loss_weight=losses.local_triplet_loss_weight,
-            local_triplet_margin=losses.local_triplet_margin,
-            local_distance_own_hard_samples=losses.local_distance_own_hard_samples,
-            normalize_feature=losses.normalize_feature,
-            **mutual_options,
-        )
-    return training_model, inference_model, model_config
-
-
-def _check_best_weights(run, save_weights):
-    """The best record a run continues with, once its best-weights files are checked.
-
-    A resumed run's checkpoint holds the sizes and SHA-256 of the best-weights files as they
-    were written. A file that differs (damaged, or rewritten by a newer best epoch when the run
-    was stopped before that epoch's checkpoint) is rewritten when the checkpoint is of the
-    best epoch itself; otherwise the best record restarts, so that the next evaluation writes
-    every weights file again.
-
-    Args:
-        run: applications.run_state.RunFolder.
-        save_weights: callable () -> manifest, writes the weights files of the current model.
-
-    Returns:
-        (best_value, best_epoch, {"files": manifest}) to continue with.
-    """
-    restored = run.state
-    if restored is None:
-        return None, None, {"files": {}}
-    problems = check_file_manifest(run.run_folder_path, restored.best_weights_files)
-    if not problems:
-        return restored.best_value, restored.best_epoch, {"files": restored.best_weights_files}
-    found = "; ".join(problems)
-    if restored.best_epoch == restored.epoch:
-        print(
-            f"Rewrote the best weights of epoch {restored.best_epoch} from its checkpoint "
-            f"({found})."
-        )
-        return restored.best_value, restored.best_epoch, {"files": save_weights()}
-    print(
-        f"The best weights of epoch {restored.best_epoch} are not as written ({found}); the best "
-        "record restarts, so the next evaluation writes the weights files again."
-    )
-    return None, None, {"files": {}}
-
-
-def _train(
-    config,
-    dataset,
-    training_model,
-    inference_model,
-    output_folder_path,
-    evaluate,
-    run,
-    strategy,
-    skipped_training_images=None,
-    stop_request=None,
-):
-    """Fits the model; returns the final test metrics (None without testing) and best epoch.
-
-    `run` is the applications.run_state.RunFolder: a resumed run starts after its restored
-    epoch, and every epoch ends with a checkpoint to resume from. Undecodable training images
-    are replaced in their batch and recorded in `skipped_training_images` (a SkippedImageLog).
-    `stop_request` (applications.interruption.StopRequest) stops training at a step boundary
-    after a stop signal.
-    """
-    stop_request = stop_request or StopRequest()
-    training, evaluation = config.training, config.evaluation
-    # Built per training stage at its position in the stream (see fit_in_stages).
-    make_training_images = functools.partial(
-        build_training_dataset,
-        dataset.train["image_file_path"].to_numpy(dtype=str),
-        dataset.label_encoder.transform(dataset.train["identity_ID"]),
-        identity_num_per_batch=training.identity_num_per_batch,
-        image_num_per_identity=training.image_num_per_identity,
-        image_height=config.model.image_height,
-        image_width=config.model.image_width,
-        use_data_augmentation=training.use_data_augmentation_in_training,
-        random_crop_probability=training.random_crop_probability,
-        horizontal_flip_probability=training.horizontal_flip_probability,
-        patch_replacement_probability=training.patch_replacement_probability,
-        random_erasing_probability=training.random_erasing_probability,
-        crop_ratio=training.crop_ratio,
-        ratio_crop_probability=training.ratio_crop_probability,
-        seed=training.seed,
-        num_workers=training.workers,
-        skipped_images=skipped_training_images,
-        sampling_mode=training.sampling_mode,
-    )
-
-    def training_images(initial_batch_index):
-        return prepare_dataset_for_strategy(
-            make_training_images(initial_batch_index=initial_batch_index), strategy
-        )
-
-    if training.steps_per_epoch:
-        steps_per_epoch = training.steps_per_epoch
-    elif training.epoch_unit == "identities":
-        # AlignedReID's epoch: train.py (one model) drops the last incomplete batch of
-        # identities, train_ml.py (mutual learning) keeps it.
-        steps_per_epoch = identity_steps_per_epoch(
-            dataset.num_train_identities,
-            training.identity_num_per_batch,
-            keep_final_batch=config.model.model_num > 1,
-        )
-    else:
-        steps_per_epoch = compute_steps_per_epoch(
-            len(dataset.train), training.identity_num_per_batch, training.image_num_per_identity
-        )
-    # FlipReID's procedure: N frozen epochs, then --epoch_num more on a restarted schedule.
-    restart = training.restart_schedule_after_freezing
-    epoch_num = count_epochs(training.epoch_num, training.freeze_backbone_for_N_epochs, restart)
-    learning_rate_function = build_learning_rate_function(
-        training.learning_rate_mode,
-        epoch_num=training.epoch_num,
-        learning_rate_start=training.learning_rate_start,
-        learning_rate_end=training.learning_rate_end,
-        learning_rate_base=training.learning_rate_base,
-        learning_rate_warmup_epochs=training.learning_rate_warmup_epochs,
-        learning_rate_steady_epochs=training.learning_rate_steady_epochs,
-        learning_rate_drop_factor=training.learning_rate_drop_factor,
-        learning_rate_lower_bound=training.learning_rate_lower_bound,
-        exponential_decay_start_epoch=training.exponential_decay_start_epoch,
-        staircase_decay_epochs=[int(epoch) for epoch in training.staircase_decay_epochs],
-        staircase_decay_factor=training.staircase_decay_factor,
-        restart_epoch=training.freeze_backbone_for_N_epochs if restart else 0,
-    )
-
-    def save_weights():
-        """Writes every weights file atomically; returns their manifest (sizes, SHA-256)."""
-        if isinstance(inference_model, list):
-            file_names = save_each_model_weights(
-                training_model, inference_model, output_folder_path, is_chief=run.is_chief
-            )
-        else:
-            file_names = ["training_model.h5", "inference_model.h5"]
-            for saved_model, file_name in zip((training_model, inference_model), file_names):
-                saved_path = os.path.join(output_folder_path, file_name)
-                atomic_save_weights(saved_model, saved_path, is_chief=run.is_chief)
-        # Other workers write into a temporary folder that is gone by now.
-        return file_manifest(output_folder_path, file_names) if run.is_chief else {}
-
-    def recovery_note():
-        saved = run.manager.list_checkpoints()
-        if not saved:
-            return "No epoch had completed, so there is no checkpoint to resume from."
-        # Name the flags this mode reads: a lower --learning_rate_base changes nothing in cosine.
-        if "learning_rate_base" in FLAGS_READ_BY["learning_rate_mode"][training.learning_rate_mode]:
-            lower = "--learning_rate_base <lower>"
-        else:
-            lower = "--learning_rate_start <lower> --learning_rate_end <lower>"
-        return (
-            f"The last good checkpoint (epoch {saved[-1][0]}) is kept in {saved[-1][1]}, and "
-            f"history.csv holds the completed epochs. To continue from it with a lower learning "
-            f"rate: python solution.py --resume_from {run.run_folder_path} {lower} (and the "
-            "run's other flags)."
-        )
-
-    def save_state(epoch, best_value, best_epoch):
-        run.manager.save(
-            RunState(
-                epoch=epoch,
-                stage=stage_name(epoch - 1, training.freeze_backbone_for_N_epochs),
-                stream_batch_index=epoch * steps_per_epoch,
-                monitor=checkpoint_callback.monitor or "",
-                best_value=best_value,
-                best_epoch=best_epoch,
-                history_rows=history_logger.rows,
-                extra=run.extra,
-                best_weights_files=best_weights["files"],
-            )
-        )
-
-    # The guard first: its epoch-end weight check must run before evaluation and saving.
-    callbacks = [
-        NaNGuard(
-            # The policy resolved from --mixed_precision_policy (auto names none).
-            mixed_precision_policy=keras.mixed_precision.global_policy().name,
-            recovery_note_fn=recovery_note,
-        ),
-        keras.callbacks.LearningRateScheduler(learning_rate_function),
-    ]
-    evaluation_callback = checkpoint_callback = None
-    restored = run.state
-    best_value, best_epoch, best_weights = _check_best_weights(run, save_weights)
-    if evaluate is not None:
-        monitor = "test_re_ranking_mAP" if evaluation.use_re_ranking else "test_mAP"
-
-        def save_best(epoch, value):
-            best_weights["files"] = save_weights()
-            print(f"\nEpoch {epoch}: {monitor} {value:.2%} is the best so far; weights saved.")
-
-        def evaluate_during_training():
-            metrics = evaluate()
-            print(format_evaluation(metrics, "Test metrics:"))
-            return {
-                key: value
-                for key, value in metrics.items()
-                # Also those of Combined's other test sets ("<label>/num_valid_queries").
-                if key.rpartition(TEST_SET_SEPARATOR)[2] not in _UNLOGGED_KEYS
-            }
-
-        evaluation_callback = EvaluationCallback(
-            evaluate_during_training,
-            every_N_epochs=evaluation.evaluate_testing_every_N_epochs,
-            epoch_num=epoch_num,
-        )
-        checkpoint_callback = RunStateCheckpoint(
-            save_state,
-            save_best_fn=save_best,
-            monitor=monitor,
-            best_value=best_value,
-            best_epoch=best_epoch,
-        )
-        callbacks += [evaluation_callback]
-    callbacks += [GeMPowerLogger(training_model.gem_power_values)]
-    history_logger = HistoryLogger(output_folder_path)
-    if restored:
-        history_logger.rows = [dict(row) for row in restored.history_rows]
-    if checkpoint_callback is None:
-        checkpoint_callback = RunStateCheckpoint(save_state, save_best_fn=None, monitor=None)
-    # After the history logger, so that each checkpoint holds its epoch's history row.
-    callbacks += [
-        history_logger,
-        checkpoint_callback,
-        keras.callbacks.TensorBoard(os.path.join(output_folder_path, "tensorboard")),
-        # Last: a stop signal ends the run after a step, or after the epoch's checkpoint.
-        StopAtStepBoundary(stop_request.check),
-    ]
-    with stop_request.deferred():
-        fit_in_stages(
-            training_model,
-            training_images,
-            steps_per_epoch=steps_per_epoch,
-            epoch_num=training.epoch_num,
-            freeze_backbone_for_N_epochs=training.freeze_backbone_for_N_epochs,
-            callbacks=callbacks,
-            initial_epoch=run.initial_epoch,
-            restart_schedule_after_freezing=restart,
-        )
-    if evaluation_callback is not None and evaluation_callback.last_metrics is None:
-        # Resumed after the last epoch's checkpoint: only the final evaluation was missing.
-        evaluation_callback.on_epoch_end(epoch_num - 1, {})
-    if evaluation_callback is None:
-        # As FlipReID does without testing: the last epoch's weights are the result.
-        save_weights()
-        print(f"\nTest evaluation is off: saved the weights of epoch {epoch_num}.")
-        return None, epoch_num
-    final_metrics = {
-        key[len("test_") :]: value for key, value in evaluation_callback.last_metrics.items()
-    }
-    return final_metrics, checkpoint_callback.best_epoch
-
-
-def run_experiment(config):
-    """Runs `_run_experiment`, marking a run folder that an error stopped as failed.
-
-    The folder keeps RUN_INCOMPLETE.txt (so --resume can continue it) and gets RUN_FAILED.txt
-    with the reason. An interruption (Ctrl-C, a kill) leaves it marked incomplete only.
-
-    Raises:
-        applications.interruption.RunInterrupted: SIGINT or SIGTERM stopped the run (at a step
-            boundary while training, see applications.interruption); it names the run folder
-            and the epoch of the checkpoint kept.
-    """
-    opened = {}
-    with handle_stop_signals() as stop_request:
-        opened["stop_request"] = stop_request
-        try:
-            # A run's policy (e.g. mixed_bfloat16) must not outlive it in the process.
-            with restored_global_policy():
-                return _run_experiment(config, opened)
-        except RunInterrupted as interruption:
-            if "run" in opened and opened["run"].is_chief:
-                interruption.run_folder_path = opened["run"].run_folder_path
-                interruption.checkpoint_epoch = opened["run"].manager.newest_whole_epoch()
-            raise
-        except Exception as error:
-            if "run" in opened:
-                opened["run"].mark_failed(f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            if "run" in opened:
-                opened["run"].close()
-
-
-def _run_experiment(config, opened):
-    """Trains and/or evaluates as the configuration says, printing progress and results.
-
-    Args:
-        config: applications.config.ExperimentConfig.
-
-    Returns:
-        ExperimentOutcome.
-
-    Raises:
-        ValueError, FileNotFoundError, RuntimeError: bad data, weights or settings found while
-            running; the message names the file or flag and the fix. Nothing is written before
-            data, model and weights have loaded.
-    """
-    start_time = time.perf_counter()
-    data, model, evaluation = config.data, config.model, config.evaluation
-    recipe = resolve_recipe(model.recipe, model.backbone_model_name)
-    print(
-        f"Recipe {recipe} for {model.backbone_model_name}: the defaults of the flags not given "
-        "(--recipe; "
-        + {"flipreid": "FlipReID", "alignedreid": "AlignedReID"}.get(
-            recipe, "training from random weights"
-        )
-        + ")."
-    )
-    training_policy, policy_reason = resolve_mixed_precision_policy(
-        config.training.mixed_precision_policy,
-        recipe,
-        cpu_flags=read_cpu_flags(),
-        num_gpus=num_visible_gpus(),
-    )
-    print(
-        f"Precision: training in {training_policy} because {policy_reason}. Evaluation features "
-        f"in {evaluation.evaluation_precision} (--evaluation_precision)."
-    )
-    # Before any TensorFlow operation: logical devices and multi-worker set-up need it.
-    strategy = _distribution_strategy(config.training)
-    chief = is_chief(strategy)
-    # Checks that need no data: found now rather than after minutes of loading.
-    if chief:
-        check_output_folder_writable(evaluation.output_folder_path)
-    if evaluation.pretrained_model_file_path:
-        check_weights_file_readable(evaluation.pretrained_model_file_path)
-    keras.utils.set_random_seed(config.training.seed)
-    keras.mixed_precision.set_global_policy(training_policy)
-
-    dataset, query, gallery, other_test_sets = _load_data(data, config.training.seed)
-    # Images that pass the load-time check but fail to decode, met while running: skipped,
-    # counted, and reported at the end.
-    skipped_images = {
-        split_name: SkippedImageLog(f"{dataset.name} {split_name}")
-        for split_name in ("train", "query", "gallery")
-    }
-    if not evaluation.evaluation_only:
-        check_batch_composition(
-            identity_num_per_batch=config.training.identity_num_per_batch,
-            image_num_per_identity=config.training.image_num_per_identity,
-            num_replicas=strategy.num_replicas_in_sync,
-            num_train_identities=dataset.num_train_identities,
-        )
-    training_model, inference_model, model_config = _build_models(
-        config, dataset.num_train_identities, strategy
-    )
-    if evaluation.pretrained_model_file_path:
-        if not isinstance(inference_model, list):
-            # One line for a file of another model, before Keras' long error.
-            check_weights_file(
-                evaluation.pretrained_model_file_path,
-                {"training model": training_model, "inference model": inference_model},
-            )
-        load_weights_into_either(
-            training_model, inference_model, evaluation.pretrained_model_file_path
-        )
-
-    # Created only once data, model and weights are in place, so a run stopped by bad input
-    # leaves no half-empty folder behind.
-    run_name = (
-        f"{os.path.basename(os.path.normpath(data.dataset_name))}_{model.backbone_model_name}"
-    )
-    # A new folder, or the run to resume (restored into training_model here).
-    run = opened["run"] = open_run_folder(
-        evaluation.output_folder_path,
-        run_name,
-        config.to_flat(),
-        training_model=training_model,
-        make_output_folder=make_output_folder,
-        resume=config.training.resume,
-        resume_from=config.training.resume_from,
-        is_chief=chief,
-    )
-    # Only the chief writes the run's files; other workers write into a temporary folder.
-    output_folder_path = run.writing_folder_path
-    if run.state is None:
-        _write_json(os.path.join(output_folder_path, "model_config.json"), model_config)
-
-    # Evaluation and export compute at --evaluation_precision, whatever the training policy:
-    # a twin inference model under that policy gets the trained weights at each use.
-    evaluation_models = build_precision_twin(
-        inference_model,
-        lambda: build_flipreid_models(**model_config)[1],
-        evaluation_policy(evaluation.evaluation_precision),
-    )
-    evaluate = None
-    if query is not None:
-        features_file_path = (
-            os.path.join(output_folder_path, "features.npz")
-            if evaluation.save_data_to_disk
-            else None
-        )
-
-        def evaluate_test_set(test_query, test_gallery, test_features_file_path, label=""):
-            print(
-                f"\nEvaluating on {label}{len(test_query)} query and {len(test_gallery)} gallery "
-                "images ..."
-            )
-            return evaluate_models(
-                evaluation_models(),
-                test_query,
-                test_gallery,
-                image_height=model.image_height,
-                image_width=model.image_width,
-                batch_size=evaluation.testing_batch_size,
-                use_horizontal_flipping=evaluation.use_horizontal_flipping_in_evaluation,
-                distance_metric=evaluation.distance_metric,
-                use_re_ranking=evaluation.use_re_ranking,
-                cmc_config=evaluation.cmc_config,
-                features_file_path=test_features_file_path,
-                normalize_feature=config.losses.normalize_feature,
-            )
-
-        def evaluate():
-            metrics = evaluate_test_set(query, gallery, features_file_path)
-            # Combined's other test sets: "<label>/<metric>" (see format_evaluation).
-            for label, (other_query, other_gallery) in other_test_sets.items():
-                other_features_file_path = features_file_path and os.path.join(
-                    output_folder_path, f"features_{label}.npz"
-                )
-                other = evaluate_test_set(
-                    other_query, other_gallery, other_features_file_path, f"{label}'s "
-                )
-                metrics.update({f"{label}{TEST_SET_SEPARATOR}{k}": v for k, v in other.items()})
-            _record_skipped_testing_images(metrics, skipped_images)
-            return metrics
-
-    # Skipped files and count mismatches travel with the metrics they may have changed.
-    results = {"dataset_notes": list(dataset.messages)}
-    # A resumed run carries the results saved with its checkpoint (the untrained baseline).
-    results.update(run.extra)
-    run.extra = results
-    if (
-        evaluate is not None
-        and run.state is None
-        and (evaluation.evaluation_only or evaluation.evaluate_before_training)
-    ):
-        label = "Evaluation" if evaluation.evaluation_only else "Before training"
-        metrics = evaluate()
-        print(format_evaluation(metrics, f"{label} on {dataset.name}:"))
-        results["evaluation_only" if evaluation.evaluation_only else "before_training"] = metrics
-
-    if not evaluation.evaluation_only:
-        final_metrics, results["best_epoch"] = _train(
-            config,
-            dataset,
-            training_model,
-            inference_model,
-            output_folder_path,
-            evaluate,
-            run,
-            strategy,
-            skipped_training_images=skipped_images["train"],
-            stop_request=opened["stop_request"],
-        )
-        if final_metrics is not None:
-            results["final"] = final_metrics
-            training = config.training
-            epoch_num = count_epochs(
-                training.epoch_num,
-                training.freeze_backbone_for_N_epochs,
-                training.restart_schedule_after_freezing,
-            )
-            print(format_evaluation(final_metrics, f"After {epoch_num} epochs on {dataset.name}:"))
-            if config.model.use_local_branch or config.model.model_num > 1 or other_test_sets:
-                # AlignedReID's table: one entry per row (and per model, the best marked).
-                results["final_rows"] = metrics_for_json(final_metrics)
-            if "before_training" in results:
-                print(
-                    f"mAP went from {results['before_training']['mAP']:.2%} (untrained) to "
-                    f"{final_metrics['mAP']:.2%} (trained)."
-                )
-
-    # Pictures and export show one model: the first one of a --model_num run.
-    shown_models = evaluation_models()
-    shown_model = shown_models[0] if isinstance(shown_models, list) else shown_models
-    if chief and evaluation.visualize_ranked_lists and query is not None:
-        pictures = write_result_pictures(
-            shown_model,
-            query,
-            gallery,
-            output_folder_path,
-            visualize_ranked_lists=evaluation.visualize_ranked_lists,
-            image_height=model.image_height,
-            image_width=model.image_width,
-            testing_batch_size=evaluation.testing_batch_size,
-            use_horizontal_flipping_in_evaluation=evaluation.use_horizontal_flipping_in_evaluation,
-            distance_metric=evaluation.distance_metric,
-            cmc_config=evaluation.cmc_config,
-            label=os.path.basename(output_folder_path),
-        )
-        print(
-            f"Ranked lists of {len(pictures['ranked_list_file_paths'])} queries: "
-            f"{os.path.join(output_folder_path, 'ranked_lists')}; CMC curve: "
-            f"{pictures['cmc_curve_file_path']}"
-        )
-
-    _report_skipped_images(dataset, skipped_images, results)
-    results["wall_time_seconds"] = time.perf_counter() - start_time
-    _write_json(os.path.join(output_folder_path, "metrics.json"), results)
-    if chief and evaluation.export_folder_path:
-        # After metrics.json, so that a failed export never loses the run's results.
-        saved_weights_file_path = os.path.join(
-            output_folder_path,
-            "model_1" if isinstance(inference_model, list) else "",
-            "inference_model.h5",
-        )
-        if not evaluation.evaluation_only and os.path.isfile(saved_weights_file_path):
-            # Serve what the run saved (the best epoch's weights), not the last epoch's.
-            load_model_weights(shown_model, saved_weights_file_path)
-        results["export"] = export_for_serving(
-            shown_model,
-            evaluation.export_folder_path,
-            image_height=model.image_height,
-            image_width=model.image_width,
-            export_with_flipping=evaluation.export_with_flipping,
-            parity_image_file_paths=(dataset.train if query is None else query)["image_file_path"],
-        )
-        _write_json(os.path.join(output_folder_path, "metrics.json"), results)
-    run.mark_completed()
-    print(f"Done in {results['wall_time_seconds']:.0f} s. Results: {run.run_folder_path}")
-    return ExperimentOutcome(output_folder_path, results)

@@ -9,6 +9,7 @@ import os
 
 from applications.backend import tf
 from applications.flipreid_weights import is_flipreid_weights_file, load_flipreid_weights
+from applications.weights_file import check_weights_file
 
 
 def load_model_weights(model, file_path):
@@ -72,3 +73,37 @@ def load_weights_into_either(training_model, inference_model, file_path):
         except ValueError:
             raise training_model_error from None
         return "inference model"
+
+
+def load_pretrained_weights(training_model, inference_model, file_path):
+    """Loads a training-model or an inference-model weights file into the models of a run.
+
+    The file is checked first (`applications.weights_file.check_weights_file`), so that a file
+    of another model is one line rather than Keras' long error; then it is loaded into the
+    training model, or else into the inference model sharing its weights.
+
+    Args:
+        training_model: the FlipReID training model.
+        inference_model: the inference model sharing its weights.
+        file_path: str, training_model.h5 or inference_model.h5 of an earlier run (or
+            FlipReID's).
+
+    Raises:
+        ValueError: the file fits neither model; the message says which flags must match.
+    """
+    check_weights_file(
+        file_path, {"training model": training_model, "inference model": inference_model}
+    )
+    try:
+        load_model_weights(training_model, file_path)
+        print(f"Loaded the training model's weights from {file_path}")
+    except ValueError as training_model_error:
+        try:
+            load_model_weights(inference_model, file_path)
+        except ValueError:
+            raise ValueError(
+                f"{training_model_error} To evaluate on another dataset than the one trained on "
+                "(a different number of identities), pass the inference_model.h5 written beside "
+                "it."
+            ) from None
+        print(f"Loaded the inference model's weights from {file_path}")

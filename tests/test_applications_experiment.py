@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from applications.config import build_experiment_config
-from applications.experiment import regularization_settings, run_experiment
+from applications.experiment import run_experiment
+from applications.optimizers import regularization_settings
 
 TINY = dict(
     dataset_name="Synthetic",

@@ -7,10 +7,10 @@ from absl import flags
 
 import solution
 from applications.config import build_experiment_config, flag_fields
-from applications.experiment import regularization_settings
 from applications.flag_effects import FLAGS_READ_BY, When, flags_without_effect
 from applications.layers import POOLING_LAYER_BUILDERS
 from applications.learning_rate import LEARNING_RATE_FUNCTIONS, build_learning_rate_function
+from applications.optimizers import regularization_settings
 
 FIELDS = {field.name: field for _, field, _ in flag_fields()}
 

@@ -101,8 +101,8 @@ def test_float32_twin_of_a_bfloat16_model_equals_a_float32_model(bfloat16_models
     _, inference_model = bfloat16_models
     images, _ = batch()
     build_float32 = lambda: build_flipreid_models("resnet18", 64, 32, 4, region_num=2)[1]  # noqa: E731
-    current = build_precision_twin(inference_model, build_float32, "float32")
-    twin = current()
+    current = build_precision_twin([inference_model], build_float32, "float32")
+    (twin,) = current()
     assert twin is not inference_model and compute_dtype_of(twin) == "float32"
     reference = build_float32()
     reference.set_weights(inference_model.get_weights())
@@ -115,7 +115,7 @@ def test_float32_twin_of_a_bfloat16_model_equals_a_float32_model(bfloat16_models
     assert not np.array_equal(bfloat16_features, float32_features)
     np.testing.assert_allclose(bfloat16_features, float32_features, rtol=0.1, atol=0.05)
     # A model already at the asked precision is used as it is.
-    assert build_precision_twin(twin, build_float32, "float32")() is twin
+    assert build_precision_twin([twin], build_float32, "float32")()[0] is twin
 
 
 def test_run_states_its_policy_and_leaves_the_global_policy_alone(tmp_path, monkeypatch, capsys):
