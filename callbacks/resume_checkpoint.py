@@ -10,11 +10,10 @@ from applications.backend import keras
 class RunStateCheckpoint(keras.callbacks.Callback):
     """Calls `save_best_fn` when the monitored value improves, then `save_state_fn`, each epoch.
 
-    It replaces BestWeightsCheckpoint where runs can be resumed: the best record starts from
-    the restored one, and the best weights are written before the epoch's state, so a state
-    never names a best epoch whose weights are not on disk. Place it after the callbacks that
-    write into the epoch's logs (evaluation) and after the history logger, so the saved state
-    holds the epoch's row.
+    The best record starts from the restored one on resume, and the best weights are written
+    before the epoch's state, so a state never names a best epoch whose weights are not on
+    disk. Place it after the callbacks that write into the epoch's logs (evaluation) and after
+    the history logger, so the saved state holds the epoch's row.
     """
 
     def __init__(self, save_state_fn, *, save_best_fn, monitor, best_value=None, best_epoch=None):

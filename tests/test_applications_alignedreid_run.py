@@ -10,6 +10,7 @@ import pytest
 from applications.config import build_experiment_config
 from applications.experiment import run_experiment
 from applications.model import build_flipreid_models, load_model_weights
+from tests.config_fixtures import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,25 +22,12 @@ ROWS = (
     "global_local",
     "global_local_re_ranking",
 )
-TINY = dict(
-    dataset_name="Synthetic",
-    synthetic_identity_num=12,
-    synthetic_camera_num=2,
-    synthetic_image_num_per_identity=4,
-    backbone_model_name="resnet18",
-    image_height=64,
-    image_width=32,
-    identity_num_per_batch=3,
-    image_num_per_identity=2,
-    testing_batch_size=16,
-)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     base_path = tmp_path_factory.mktemp("alignedreid_run")
-    config = build_experiment_config(
-        **TINY,
+    config = tiny_config(
         root_folder_path=str(base_path / "data"),
         output_folder_path=str(base_path / "outputs"),
         epoch_num=2,
@@ -116,8 +104,7 @@ def test_history_logs_each_model_and_the_mutual_losses(run):
 
 def test_saved_single_model_evaluates_with_the_local_rows(run):
     base_path = run["base_path"]
-    config = build_experiment_config(
-        **TINY,
+    config = tiny_config(
         root_folder_path=str(base_path / "data"),
         output_folder_path=str(base_path / "evaluation"),
         use_local_branch=True,

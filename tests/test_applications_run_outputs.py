@@ -18,6 +18,7 @@ from evaluation.visualization import (
     frame_box,
     select_query_indices,
 )
+from tests.config_fixtures import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +30,10 @@ NUM_QUERIES = 12
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     base_path = tmp_path_factory.mktemp("run_outputs")
-    config = build_experiment_config(
-        dataset_name="Synthetic",
+    config = tiny_config(
         root_folder_path=str(base_path / "data"),
         output_folder_path=str(base_path / "outputs"),
-        synthetic_identity_num=12,
-        synthetic_camera_num=2,
         synthetic_image_num_per_identity=6,
-        backbone_model_name="resnet18",
-        image_height=64,
-        image_width=32,
-        identity_num_per_batch=3,
-        image_num_per_identity=2,
-        testing_batch_size=16,
         epoch_num=1,
         steps_per_epoch=2,
         evaluate_before_training=False,

@@ -2,7 +2,8 @@
 
 import pytest
 
-from callbacks import BestWeightsCheckpoint, EvaluationCallback, GeMPowerLogger
+from callbacks import EvaluationCallback, GeMPowerLogger
+from callbacks.resume_checkpoint import RunStateCheckpoint
 
 
 def test_evaluation_callback_runs_every_n_epochs_and_at_the_end():
@@ -29,10 +30,12 @@ def test_evaluation_callback_rejects_zero_interval():
         EvaluationCallback(dict, every_N_epochs=0, epoch_num=3)
 
 
-def test_best_weights_checkpoint_saves_only_on_improvement_and_skips_missing_keys():
-    saved = []
-    callback = BestWeightsCheckpoint(
-        lambda epoch, value: saved.append((epoch, value)), monitor="test_mAP"
+def test_run_state_checkpoint_saves_best_weights_on_improvement_and_a_state_every_epoch():
+    saved, states = [], []
+    callback = RunStateCheckpoint(
+        lambda epoch, best_value, best_epoch: states.append((epoch, best_value, best_epoch)),
+        save_best_fn=lambda epoch, value: saved.append((epoch, value)),
+        monitor="test_mAP",
     )
     for epoch, logs in enumerate(
         [
@@ -45,8 +48,26 @@ def test_best_weights_checkpoint_saves_only_on_improvement_and_skips_missing_key
         ]
     ):
         callback.on_epoch_end(epoch, logs)
+    # Epochs without the key (no evaluation) and ties save no weights.
     assert saved == [(2, 0.2), (6, 0.5)]
-    assert callback.best_epoch == 6
+    assert states == [
+        (1, None, None),
+        (2, 0.2, 2),
+        (3, 0.2, 2),
+        (4, 0.2, 2),
+        (5, 0.2, 2),
+        (6, 0.5, 6),
+    ]
+    # A resumed run starts from its restored best: a lower value saves nothing.
+    resumed = RunStateCheckpoint(
+        lambda *state: None,
+        save_best_fn=lambda epoch, value: saved.append((epoch, value)),
+        monitor="test_mAP",
+        best_value=0.5,
+        best_epoch=6,
+    )
+    resumed.on_epoch_end(6, {"test_mAP": 0.4})
+    assert saved[-1] == (6, 0.5) and resumed.best_epoch == 6
 
 
 def test_gem_power_logger_writes_flat_keys():

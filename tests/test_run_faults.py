@@ -25,20 +25,13 @@ from applications.run_state import (
     file_manifest,
     verify_checkpoint,
 )
+from tests.config_fixtures import TINY_RUN_SETTINGS
 from tests.dataset_fixtures import tree_digest
 
 TINY = dict(
-    dataset_name="Synthetic",
-    synthetic_identity_num=12,
-    synthetic_camera_num=2,
-    synthetic_image_num_per_identity=4,
-    backbone_model_name="resnet18",
-    image_height=64,
-    image_width=32,
+    TINY_RUN_SETTINGS,
     region_num=0,
     identity_num_per_batch=2,
-    image_num_per_identity=2,
-    testing_batch_size=16,
     steps_per_epoch=1,
     evaluate_before_training=False,
 )
