@@ -19,6 +19,7 @@ from applications.config import (
     field_value_type,
     flag_fields,
     value_error,
+    with_recipe_defaults,
 )
 from applications.experiment import run_experiment
 from applications.flag_effects import flags_without_effect
@@ -35,6 +36,37 @@ def _checker(name, metadata):
         if message:
             raise flags.ValidationError(message)
         return True
+
+    return check
+
+
+def _cross_field_checker(rule, flag_values):
+    """A validator of a cross-field rule on the values the run will use.
+
+    Those are the flags given, else the recipe's defaults (e.g. --recipe flipreid's learning
+    rates), else the fields' own: the flags' defaults alone would refuse a combination that the
+    recipe makes valid, and pass one it makes invalid.
+    """
+    field_defaults = {field.name: field.default for _, field, _ in flag_fields()}
+
+    def check(_):
+        given = {name: flag_values[name].value for name in given_flag_names(flag_values)}
+        try:
+            values = {**field_defaults, **with_recipe_defaults(given)}
+        except ValueError:
+            # An unknown recipe: the --recipe flag's own validator names it.
+            return True
+        if rule.check(values):
+            return True
+        # absl's message shows the flags' values; name those the recipe replaced.
+        from_recipe = [name for name in rule.names if values[name] != flag_values[name].value]
+        if not from_recipe:
+            return False
+        raise flags.ValidationError(
+            f"{rule.message} (The recipe's defaults in use: "
+            + ", ".join(f"--{name}={values[name]!r}" for name in from_recipe)
+            + ".)"
+        )
 
     return check
 
@@ -68,7 +100,10 @@ def define_flags(flag_values=FLAGS):
         flags.declare_key_flag(name, flag_values=flag_values)
     for rule in CROSS_FIELD_RULES:
         flags.register_multi_flags_validator(
-            list(rule.names), rule.check, message=rule.message, flag_values=flag_values
+            list(rule.names),
+            _cross_field_checker(rule, flag_values),
+            message=rule.message,
+            flag_values=flag_values,
         )
 
 

@@ -174,7 +174,16 @@ EVALUATION_PRECISIONS = ("float32", "bfloat16")
 FLIP_BATCH_NORM_MODES = ("shared", "separate")
 
 
-def option(default, help, *, lower_bound=None, upper_bound=None, choices=None, rule=None):
+def option(
+    default,
+    help,
+    *,
+    lower_bound=None,
+    upper_bound=None,
+    choices=None,
+    rule=None,
+    must_match_on_resume=False,
+):
     """A config field with its flag help and its rule.
 
     Args:
@@ -185,12 +194,20 @@ def option(default, help, *, lower_bound=None, upper_bound=None, choices=None, r
         choices: tuple or None, the allowed values.
         rule: (predicate value -> bool, str) or None: another check and what it requires,
             phrased to follow the flag name ("must be ...").
+        must_match_on_resume: bool, True for a setting that shapes the model, the data or the
+            data stream: --resume continues only a run started with the same value (see
+            `resume_matching_flag_names`).
 
     Returns:
         dataclasses.Field.
     """
     metadata = dict(
-        help=help, lower_bound=lower_bound, upper_bound=upper_bound, choices=choices, rule=rule
+        help=help,
+        lower_bound=lower_bound,
+        upper_bound=upper_bound,
+        choices=choices,
+        rule=rule,
+        must_match_on_resume=must_match_on_resume,
     )
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -304,11 +321,13 @@ class DataConfig(_Group):
             f"must be one of {', '.join(DATASET_NAMES)} or an existing folder in Market1501 "
             "layout or in AlignedReID's format (images/ and partitions.pkl)",
         ),
+        must_match_on_resume=True,
     )
     cuhk03_variant: str = option(
         "detected",
         "CUHK03 (new protocol) bounding boxes: detected or hand-labeled.",
         choices=("detected", "labeled"),
+        must_match_on_resume=True,
     )
     combined_dataset_names: tuple[str, ...] = option(
         ("Market1501", "DukeMTMC_reID"),
@@ -316,6 +335,7 @@ class DataConfig(_Group):
         "as the path of a folder (Market1501 layout or AlignedReID's format). Each one's test "
         "set is evaluated and reported on its own, as AlignedReID's combined training is tested "
         "on each of its datasets.",
+        must_match_on_resume=True,
     )
     evaluation_dataset_name: str = option(
         "Market1501",
@@ -323,6 +343,7 @@ class DataConfig(_Group):
         "ones (printed first, and watched for the best weights); the others' names start with "
         "their dataset's label and a slash (e.g. DukeMTMC_reID/mAP). Evaluated also when not "
         "in --combined_dataset_names.",
+        must_match_on_resume=True,
     )
     trainset_part: str = option(
         "trainval",
@@ -332,11 +353,17 @@ class DataConfig(_Group):
         choices=("trainval", "train"),
     )
     synthetic_identity_num: int = option(
-        200, "Synthetic dataset: identities in all, half for training and half for testing."
+        200,
+        "Synthetic dataset: identities in all, half for training and half for testing.",
+        must_match_on_resume=True,
     )
-    synthetic_camera_num: int = option(4, "Synthetic dataset: number of cameras.")
+    synthetic_camera_num: int = option(
+        4, "Synthetic dataset: number of cameras.", must_match_on_resume=True
+    )
     synthetic_image_num_per_identity: int = option(
-        12, "Synthetic dataset: images drawn per identity."
+        12,
+        "Synthetic dataset: images drawn per identity.",
+        must_match_on_resume=True,
     )
     verify_images: bool = option(
         False,
@@ -358,6 +385,7 @@ class DataConfig(_Group):
             "must be 0 (no test evaluation), a proportion in (0, 1] or a number of identities "
             "above 1",
         ),
+        must_match_on_resume=True,
     )
 
 
@@ -386,6 +414,7 @@ class ModelConfig(_Group):
         "--recipe random_init, resnet50 (FlipReID's default) on any other dataset or with "
         "--recipe flipreid. FlipReID's README uses resnet50, ibn_resnet50 and resnesta50.",
         choices=tuple(BACKBONE_MODEL_NAMES),
+        must_match_on_resume=True,
     )
     pretrained: bool = option(
         False,
@@ -399,21 +428,32 @@ class ModelConfig(_Group):
         "Height the images are resized to, in pixels (FlipReID: 384; the demo's 64 keeps it "
         "fast on a CPU).",
         lower_bound=32,
+        must_match_on_resume=True,
     )
     image_width: int = option(
-        32, "Width the images are resized to, in pixels (FlipReID: 128).", lower_bound=32
+        32,
+        "Width the images are resized to, in pixels (FlipReID: 128).",
+        lower_bound=32,
+        must_match_on_resume=True,
     )
     last_stride: int = option(
         1,
         "Stride of the backbone's last stage: 1 keeps a feature map of 1/16 of the input "
         "(FlipReID: 1; pip tf2cv: 2).",
         choices=(1, 2),
+        must_match_on_resume=True,
     )
     region_num: int = option(
-        2, "Number of horizontal stripes in the regional branch (0 disables it).", lower_bound=0
+        2,
+        "Number of horizontal stripes in the regional branch (0 disables it).",
+        lower_bound=0,
+        must_match_on_resume=True,
     )
     pooling_mode: str = option(
-        "GeM", "Global pooling of every branch.", choices=tuple(POOLING_LAYER_BUILDERS)
+        "GeM",
+        "Global pooling of every branch.",
+        choices=tuple(POOLING_LAYER_BUILDERS),
+        must_match_on_resume=True,
     )
     gem_initial_power: float = option(
         3.0,
@@ -426,9 +466,14 @@ class ModelConfig(_Group):
         "Clip the pooled features to [--min_value, --max_value], as FlipReID does (FlipReID: on). "
         "Off by default: from random weights many pooled activations exceed 1 or sit at 0, where "
         "clipping leaves them no gradient (see README, Learning).",
+        must_match_on_resume=True,
     )
-    min_value: float = option(0.0, "Lower bound of the feature embeddings when clipping.")
-    max_value: float = option(1.0, "Upper bound of the feature embeddings when clipping.")
+    min_value: float = option(
+        0.0, "Lower bound of the feature embeddings when clipping.", must_match_on_resume=True
+    )
+    max_value: float = option(
+        1.0, "Upper bound of the feature embeddings when clipping.", must_match_on_resume=True
+    )
     regularization_mode: str = option(
         "none",
         "How weights are regularised. l2: FlipReID's L2 penalty in the loss with the four "
@@ -437,6 +482,7 @@ class ModelConfig(_Group):
         "none: no regularisation (the default: measured best from random weights on short "
         "runs; FlipReID: l2).",
         choices=REGULARIZATION_MODES,
+        must_match_on_resume=True,
     )
     kernel_regularization_factor: float = _non_negative_factor("L2 factor of kernels.")
     bias_regularization_factor: float = _non_negative_factor("L2 factor of biases.")
@@ -447,6 +493,7 @@ class ModelConfig(_Group):
         "The FlipReID structure: train on the average embedding of each image and its "
         "horizontal flip, and add the flipping loss (MSE between the two embeddings). "
         "FlipReID's flag defaults to off; its published results use it.",
+        must_match_on_resume=True,
     )
     flip_batch_norm_mode: str = option(
         "shared",
@@ -463,9 +510,13 @@ class ModelConfig(_Group):
         "convolution, batch normalisation and ReLU give one feature per row; trained with the "
         "local triplet loss on the aligned distance, and evaluated as AlignedReID's six rows "
         "(global, local, global_local, each also re-ranked).",
+        must_match_on_resume=True,
     )
     local_feature_dim: int = option(
-        128, "Channels of each local (row) feature (AlignedReID: 128).", lower_bound=1
+        128,
+        "Channels of each local (row) feature (AlignedReID: 128).",
+        lower_bound=1,
+        must_match_on_resume=True,
     )
     identity_head: str = option(
         "bn_neck",
@@ -480,6 +531,7 @@ class ModelConfig(_Group):
         "Models trained jointly by deep mutual learning (AlignedReID --num_models); each is "
         "evaluated and saved on its own in model_<i>/.",
         lower_bound=1,
+        must_match_on_resume=True,
     )
 
 
@@ -548,6 +600,7 @@ class TrainingConfig(_Group):
         0,
         "Train only the heads for the first N epochs (FlipReID: 20, with --pretrained).",
         lower_bound=0,
+        must_match_on_resume=True,
     )
     restart_schedule_after_freezing: bool = option(
         False,
@@ -566,12 +619,17 @@ class TrainingConfig(_Group):
         "with groups left until fewer than P remain (the flipreid recipe's choice).",
         choices=SAMPLING_MODES,
     )
-    identity_num_per_batch: int = option(16, "Identities per batch (P).", lower_bound=2)
-    image_num_per_identity: int = option(4, "Images per identity in a batch (K).", lower_bound=2)
+    identity_num_per_batch: int = option(
+        16, "Identities per batch (P).", lower_bound=2, must_match_on_resume=True
+    )
+    image_num_per_identity: int = option(
+        4, "Images per identity in a batch (K).", lower_bound=2, must_match_on_resume=True
+    )
     steps_per_epoch: int = option(
         0,
         "Steps per epoch; 0 means one pass over the training images (FlipReID: 200).",
         lower_bound=0,
+        must_match_on_resume=True,
     )
     epoch_num: int = option(
         8,
@@ -644,6 +702,7 @@ class TrainingConfig(_Group):
     use_data_augmentation_in_training: bool = option(
         True,
         "Random padding and crop, horizontal flip, grayscale patch replacement, random erasing.",
+        must_match_on_resume=True,
     )
     random_crop_probability: float = _probability(
         1.0, "Probability of the random padding and crop."
@@ -685,8 +744,11 @@ class TrainingConfig(_Group):
         "bfloat16 off; mixed_float16 suits NVIDIA GPUs. Losses, GeM pooling, the embeddings "
         "and the distances stay float32.",
         choices=MIXED_PRECISION_POLICIES,
+        must_match_on_resume=True,
     )
-    seed: int = option(0, "Random seed of weights, sampling and augmentation.")
+    seed: int = option(
+        0, "Random seed of weights, sampling and augmentation.", must_match_on_resume=True
+    )
     resume: bool = option(
         False,
         "Continue the most recent unfinished run of this dataset and backbone in "
@@ -871,12 +933,6 @@ CROSS_FIELD_RULES = (
         "--pretrained_model_file_path outputs/<run>/model_<i>/training_model.h5.",
     ),
     CrossFieldRule(
-        ("model_num", "resume", "resume_from"),
-        lambda v: v["model_num"] == 1 or not (v["resume"] or v["resume_from"]),
-        "--resume and --resume_from continue single-model runs; a --model_num run above 1 "
-        "cannot be resumed yet: start it again.",
-    ),
-    CrossFieldRule(
         ("learning_rate_mode", "epoch_num", "exponential_decay_start_epoch"),
         lambda v: (
             v["learning_rate_mode"] != "exponential"
@@ -884,6 +940,52 @@ CROSS_FIELD_RULES = (
         ),
         "--learning_rate_mode exponential needs --epoch_num at least "
         "--exponential_decay_start_epoch (AlignedReID: 150 and 76).",
+    ),
+    CrossFieldRule(
+        ("learning_rate_mode", "learning_rate_start", "learning_rate_end"),
+        lambda v: (
+            v["learning_rate_mode"] != "cosine" or v["learning_rate_start"] > v["learning_rate_end"]
+        ),
+        "--learning_rate_mode cosine decays from --learning_rate_start down to "
+        "--learning_rate_end: pass a --learning_rate_start above --learning_rate_end (the "
+        "flipreid recipe sets both to 2e-4 for its default mode).",
+    ),
+    CrossFieldRule(
+        ("learning_rate_mode", "learning_rate_start", "learning_rate_end"),
+        lambda v: (
+            v["learning_rate_mode"] != "constant"
+            or v["learning_rate_start"] == v["learning_rate_end"]
+        ),
+        "--learning_rate_mode constant keeps one rate: pass the same --learning_rate_start and "
+        "--learning_rate_end.",
+    ),
+    CrossFieldRule(
+        ("learning_rate_mode", "epoch_num"),
+        lambda v: v["learning_rate_mode"] != "linear" or v["epoch_num"] >= 2,
+        "--learning_rate_mode linear goes from --learning_rate_start to --learning_rate_end over "
+        "--epoch_num: pass an --epoch_num of at least 2.",
+    ),
+    CrossFieldRule(
+        ("learning_rate_mode", "learning_rate_steady_epochs"),
+        lambda v: v["learning_rate_mode"] != "default" or v["learning_rate_steady_epochs"] > 0,
+        "--learning_rate_mode default drops the rate every --learning_rate_steady_epochs: pass "
+        "a --learning_rate_steady_epochs above 0 (FlipReID: 30).",
+    ),
+    CrossFieldRule(
+        (
+            "learning_rate_mode",
+            "learning_rate_drop_factor",
+            "epoch_num",
+            "learning_rate_warmup_epochs",
+        ),
+        lambda v: (
+            v["learning_rate_mode"] != "default"
+            or v["learning_rate_drop_factor"] != 0
+            or v["epoch_num"] > max(1, 2 * v["learning_rate_warmup_epochs"])
+        ),
+        "--learning_rate_mode default with --learning_rate_drop_factor 0 warms up, then decays "
+        "linearly to the end: it needs an --epoch_num above 2 x --learning_rate_warmup_epochs "
+        "(and at least 2).",
     ),
     CrossFieldRule(
         ("use_feature_clipping", "min_value", "max_value"),
@@ -931,6 +1033,21 @@ class ExperimentConfig:
         }
 
 
+def resume_matching_flag_names():
+    """The settings a resumed run must share with the run it continues.
+
+    They shape the model, the data or the data stream (fields with `must_match_on_resume`);
+    others (epoch_num, learning rates, evaluation settings) may change on resume, and the run
+    says which did.
+
+    Returns:
+        tuple of str, flag names in flag order.
+    """
+    return tuple(
+        field.name for _, field, _ in flag_fields() if field.metadata["must_match_on_resume"]
+    )
+
+
 def flag_fields():
     """Every field with its group, in flag order.
 
@@ -943,6 +1060,31 @@ def flag_fields():
         for field in dataclasses.fields(group_class):
             result.append((group_name, field, hints[field.name]))
     return result
+
+
+def with_recipe_defaults(values):
+    """The given flag-named values and the recipe's defaults of the others (no rule checked).
+
+    Args:
+        values: dict flag name -> value, the flags given.
+
+    Returns:
+        dict: `values`, backbone_model_name (resolved when not given) and the recipe's
+        defaults (RECIPE_DEFAULTS) of the flags not given; fields in neither keep their own
+        default.
+
+    Raises:
+        ValueError: an unknown recipe.
+    """
+    given_recipe = values.get("recipe", "auto")
+    if "backbone_model_name" not in values:
+        dataset_name = values.get("dataset_name", DataConfig.dataset_name)
+        backbone_model_name = resolve_backbone_model_name(given_recipe, dataset_name)
+        values = {**values, "backbone_model_name": backbone_model_name}
+    recipe = resolve_recipe(given_recipe, values["backbone_model_name"])
+    if recipe not in RECIPE_DEFAULTS:
+        raise ValueError(f"--recipe must be one of {', '.join(RECIPE_NAMES)}, got {recipe!r}.")
+    return {**RECIPE_DEFAULTS[recipe], **values}
 
 
 def build_experiment_config(**values):
@@ -963,16 +1105,8 @@ def build_experiment_config(**values):
     Raises:
         ValueError: an unknown name or a value that breaks a rule (the message names the flag).
     """
-    given_recipe = values.get("recipe", "auto")
-    if "backbone_model_name" not in values:
-        dataset_name = values.get("dataset_name", DataConfig.dataset_name)
-        backbone_model_name = resolve_backbone_model_name(given_recipe, dataset_name)
-        values = {**values, "backbone_model_name": backbone_model_name}
-    recipe = resolve_recipe(given_recipe, values["backbone_model_name"])
-    if recipe not in RECIPE_DEFAULTS:
-        raise ValueError(f"--recipe must be one of {', '.join(RECIPE_NAMES)}, got {recipe!r}.")
     groups = {}
-    remaining = {**RECIPE_DEFAULTS[recipe], **values}
+    remaining = with_recipe_defaults(values)
     for group_name, group_class in GROUPS:
         names = [field.name for field in dataclasses.fields(group_class)]
         group_values = {name: remaining.pop(name) for name in names if name in remaining}

@@ -36,6 +36,7 @@ import time
 from absl import logging
 
 from applications.backend import tf
+from applications.config import resume_matching_flag_names
 
 CHECKPOINT_FOLDER_NAME = "checkpoints"
 STATE_FILE_NAME = "state.json"
@@ -47,39 +48,9 @@ _EPOCH_FOLDER_PATTERN = re.compile(r"^epoch_(\d+)$")
 _TEMPORARY_PREFIX = ".tmp_"
 
 # Settings that shape the model, the data or the data stream: a resumed run must use the
-# values the run started with. Others (epoch_num, learning rates, evaluation settings) may
-# change on resume; the run says which did.
-RESUME_MATCHING_FLAG_NAMES = (
-    "dataset_name",
-    "cuhk03_variant",
-    "combined_dataset_names",
-    "evaluation_dataset_name",
-    "synthetic_identity_num",
-    "synthetic_camera_num",
-    "synthetic_image_num_per_identity",
-    "testing_size",
-    "backbone_model_name",
-    "last_stride",
-    "use_local_branch",
-    "local_feature_dim",
-    "model_num",
-    "regularization_mode",
-    "image_height",
-    "image_width",
-    "region_num",
-    "pooling_mode",
-    "use_feature_clipping",
-    "min_value",
-    "max_value",
-    "use_horizontal_flipping_inside_model",
-    "identity_num_per_batch",
-    "image_num_per_identity",
-    "steps_per_epoch",
-    "freeze_backbone_for_N_epochs",
-    "use_data_augmentation_in_training",
-    "mixed_precision_policy",
-    "seed",
-)
+# values the run started with (the config fields marked must_match_on_resume). Others
+# (epoch_num, learning rates, evaluation settings) may change on resume; the run says which did.
+RESUME_MATCHING_FLAG_NAMES = resume_matching_flag_names()
 
 
 class CheckpointWriteError(RuntimeError):

@@ -55,12 +55,12 @@ def fit_in_stages(
         dict str -> list of float: the Keras history of the epochs run here, concatenated.
     """
     if epoch_num < 1:
-        raise ValueError(f"--epoch_num must be at least 1, got {epoch_num}.")
+        raise ValueError(f"epoch_num must be at least 1, got {epoch_num}.")
     if steps_per_epoch < 1:
-        raise ValueError(f"--steps_per_epoch must be at least 1, got {steps_per_epoch}.")
+        raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}.")
     if freeze_backbone_for_N_epochs < 0:
         raise ValueError(
-            f"--freeze_backbone_for_N_epochs must be 0 or more, got {freeze_backbone_for_N_epochs}."
+            f"freeze_backbone_for_N_epochs must be 0 or more, got {freeze_backbone_for_N_epochs}."
         )
     total_epoch_num = count_epochs(
         epoch_num, freeze_backbone_for_N_epochs, restart_schedule_after_freezing

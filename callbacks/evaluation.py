@@ -24,9 +24,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         """
         super().__init__()
         if every_N_epochs < 1:
-            raise ValueError(
-                f"--evaluate_testing_every_N_epochs must be at least 1, got {every_N_epochs}."
-            )
+            raise ValueError(f"every_N_epochs must be at least 1, got {every_N_epochs}.")
         self.evaluate_fn = evaluate_fn
         self.every_N_epochs = every_N_epochs
         self.epoch_num = epoch_num

@@ -1,6 +1,7 @@
 """The typed configuration: each rule stated once in a field, checked with the flag's name."""
 
 import dataclasses
+import inspect
 
 import pytest
 
@@ -8,10 +9,14 @@ from applications.config import (
     CROSS_FIELD_RULES,
     GROUPS,
     ExperimentConfig,
+    TrainingConfig,
     build_experiment_config,
     field_value_type,
     flag_fields,
+    resume_matching_flag_names,
+    with_recipe_defaults,
 )
+from applications.learning_rate import build_learning_rate_function
 
 
 @pytest.mark.parametrize(
@@ -97,3 +102,58 @@ def test_defaults_are_the_flags_documented_values():
     assert config.data.testing_size == 1.0
     assert config.training.workers is None
     assert config.data.combined_dataset_names == ("Market1501", "DukeMTMC_reID")
+
+
+# Each combination that the learning-rate library refuses, stated as flags (recipe included).
+_BAD_LEARNING_RATE_COMBINATIONS = [
+    (dict(recipe="flipreid", learning_rate_mode="cosine"), "--learning_rate_mode cosine decays"),
+    (dict(learning_rate_mode="constant"), "--learning_rate_mode constant keeps one rate"),
+    (dict(learning_rate_mode="linear", epoch_num=1), "--learning_rate_mode linear goes"),
+    (
+        dict(learning_rate_mode="default", learning_rate_steady_epochs=0),
+        "--learning_rate_mode default drops the rate every",
+    ),
+    (
+        dict(learning_rate_mode="default", learning_rate_drop_factor=0, epoch_num=4),
+        "--learning_rate_mode default with --learning_rate_drop_factor 0",
+    ),
+]
+
+
+@pytest.mark.parametrize("values, message", _BAD_LEARNING_RATE_COMBINATIONS)
+def test_learning_rate_rules_are_refused_by_the_config_before_any_work(tmp_path, values, message):
+    output_folder_path = tmp_path / "outputs"
+    with pytest.raises(ValueError) as raised:
+        build_experiment_config(**values, output_folder_path=str(output_folder_path))
+    assert str(raised.value).startswith(message)
+    assert not output_folder_path.exists()  # no run folder: refused before the run starts
+    # The same settings, with the recipe's defaults, are what the library itself refuses.
+    settings = with_recipe_defaults(values)
+    training_fields = {field.name: field.default for field in dataclasses.fields(TrainingConfig)}
+    names = inspect.signature(build_learning_rate_function).parameters
+    arguments = {name: settings.get(name, training_fields.get(name)) for name in names}
+    arguments["staircase_decay_epochs"] = [
+        int(epoch) for epoch in arguments["staircase_decay_epochs"]
+    ]
+    del arguments["restart_epoch"]
+    with pytest.raises(ValueError):
+        build_learning_rate_function(**arguments)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        dict(recipe="flipreid", learning_rate_mode="constant"),  # the recipe's start == end
+        dict(recipe="alignedreid", learning_rate_mode="exponential"),  # its 150 epochs >= 76
+        dict(learning_rate_mode="default", learning_rate_drop_factor=0, epoch_num=5),
+        dict(learning_rate_mode="cosine", learning_rate_steady_epochs=0),  # read by default only
+    ],
+)
+def test_learning_rate_combinations_the_library_accepts_pass(values):
+    build_experiment_config(**values)
+
+
+def test_the_flags_that_must_match_on_resume_are_field_metadata():
+    names = resume_matching_flag_names()
+    assert {"backbone_model_name", "image_height", "seed", "model_num"} <= set(names)
+    assert not {"epoch_num", "learning_rate_start", "output_folder_path"} & set(names)

@@ -124,17 +124,17 @@ def test_fit_in_stages_single_stage_cases(freeze):
 
 
 @pytest.mark.parametrize(
-    "kwargs, flag",
+    "kwargs, argument",
     [
-        (dict(epoch_num=0), "--epoch_num"),
-        (dict(steps_per_epoch=0), "--steps_per_epoch"),
-        (dict(freeze_backbone_for_N_epochs=-1), "--freeze_backbone_for_N_epochs"),
+        (dict(epoch_num=0), "^epoch_num must be at least 1"),
+        (dict(steps_per_epoch=0), "^steps_per_epoch must be at least 1"),
+        (dict(freeze_backbone_for_N_epochs=-1), "^freeze_backbone_for_N_epochs must be 0 or more"),
     ],
 )
-def test_fit_in_stages_rejects_bad_counts(kwargs, flag):
+def test_fit_in_stages_rejects_bad_counts(kwargs, argument):
     arguments = dict(steps_per_epoch=1, epoch_num=1, freeze_backbone_for_N_epochs=0)
     arguments.update(kwargs)
-    with pytest.raises(ValueError, match=flag):
+    with pytest.raises(ValueError, match=argument):
         fit_in_stages(_compiled_tiny_model(), _dataset(), **arguments)
 
 

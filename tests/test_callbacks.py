@@ -26,7 +26,7 @@ def test_evaluation_callback_runs_every_n_epochs_and_at_the_end():
 
 
 def test_evaluation_callback_rejects_zero_interval():
-    with pytest.raises(ValueError, match="--evaluate_testing_every_N_epochs"):
+    with pytest.raises(ValueError, match="every_N_epochs must be at least 1"):
         EvaluationCallback(dict, every_N_epochs=0, epoch_num=3)
 
 

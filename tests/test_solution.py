@@ -102,12 +102,25 @@ def test_every_config_field_is_a_flag_with_its_default_help_and_group():
         (["--pretrained_model_file_path=/nonexistent/model.h5"], "--pretrained_model_file_path"),
         (["--use_feature_clipping", "--min_value=1", "--max_value=0"], "--nouse_feature_clipping"),
         (["--workers=0"], "workers"),
+        # Cross-field rules see the recipe's defaults of the flags not given.
+        (
+            ["--recipe=flipreid", "--learning_rate_mode=cosine"],
+            r"cosine decays .* recipe's defaults in use: --learning_rate_start=0.0002",
+        ),
     ],
 )
 def test_bad_flags_are_refused_by_the_parser_naming_the_flag(arguments, expected):
     flag_values = _fresh_flag_values()
     with pytest.raises(flags.IllegalFlagValueError, match=expected):
         flag_values(["solution.py", *arguments])
+
+
+def test_cross_field_rules_at_parsing_see_the_recipes_values():
+    # Valid with the recipe's values, though not with the flags' own defaults.
+    config = _parse("python solution.py --recipe alignedreid --learning_rate_mode exponential")
+    assert (config.training.epoch_num, config.training.exponential_decay_start_epoch) == (150, 76)
+    config = _parse("python solution.py --recipe flipreid --learning_rate_mode constant")
+    assert config.training.learning_rate_start == config.training.learning_rate_end == 2e-4
 
 
 def test_flipreid_training_command_lines_mean_what_they_meant():
