@@ -12,7 +12,8 @@ the edge row, with their unclamped weights); and an exact 2x reduction, which Op
 its area-averaging path, gives the same values here because both weights are then 1024.
 
 Checked against OpenCV 5.0 on random images: every value equal, for upscaling, reduction by
-non-integer and integer factors, odd sizes and the identity (tests/test_pipeline_decoding.py).
+non-integer and integer factors, odd sizes and the identity
+(tests/test_datasets_pipeline_decoding.py).
 Pure TensorFlow integer ops, so it also runs inside an exported serving graph. The training and
 evaluation pipelines (`datasets.pipeline.decode_and_resize`), `FeatureExtractor.embed_arrays`
 (uint8 arrays) and the export's serving function all resize with it, so that files, arrays and
