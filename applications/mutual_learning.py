@@ -23,8 +23,9 @@ placed on GPU i mod the count.
 import os
 
 from applications.aligned_losses import distance_mutual_loss, probability_mutual_loss
-from applications.backend import keras, tf
-from applications.run_state import atomic_save_weights
+from applications.core.atomic_files import atomic_save_weights
+from applications.core.backend import tf
+from applications.training_base import LossTrackingModel
 
 MUTUAL_LOSS_NAMES = (
     "probability_mutual_loss",
@@ -106,7 +107,7 @@ def compute_mutual_losses(outputs, model_index, *, use_local_distance=True):
     }
 
 
-class MutualLearningModel(keras.Model):
+class MutualLearningModel(LossTrackingModel):
     """N FlipReID training models trained jointly, each with its own and the mutual losses.
 
     Offers what the fit loop and callbacks use of a FlipReIDTrainingModel: compile with the same
@@ -127,15 +128,11 @@ class MutualLearningModel(keras.Model):
         for index, model in enumerate(self.training_models):
             names += [model_prefix(index) + name for name in model.logged_names]
             names += [model_prefix(index) + name for name in MUTUAL_LOSS_NAMES]
-        self.loss_trackers = [keras.metrics.Mean(name=name) for name in names]
+        self.track_losses(names)
         self._mutual_loss_weights = dict.fromkeys(MUTUAL_LOSS_NAMES, 0.0)
         self._loss_settings = {}
         self._compile_kwargs = {}
         self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.loss_trackers)
 
     def compile(
         self,
@@ -170,9 +167,7 @@ class MutualLearningModel(keras.Model):
             "global_distance_mutual_loss": float(global_distance_mutual_loss_weight),
             "local_distance_mutual_loss": float(local_distance_mutual_loss_weight),
         }
-        inner_optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        if isinstance(inner_optimizer, keras.optimizers.Optimizer):
-            inner_optimizer.build([variable for variable in self.weights if variable.trainable])
+        self.build_optimizer_slots()
 
     @property
     def uses_local_distance_mutual_loss(self):
@@ -248,29 +243,6 @@ class MutualLearningModel(keras.Model):
         values["loss"] = total
         return values
 
-    def _update_trackers(self, values):
-        for tracker in self.loss_trackers:
-            tracker.update_state(values[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.loss_trackers}
-
-    def train_step(self, data):
-        images, labels = data[0], data[1]
-        with tf.GradientTape() as tape:
-            values = self.compute_losses(images, labels, training=True)
-            loss = values["loss"]
-            if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
-                loss = self.optimizer.get_scaled_loss(loss)
-        variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
-            gradients = self.optimizer.get_unscaled_gradients(gradients)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._update_trackers(values)
-
-    def test_step(self, data):
-        images, labels = data[0], data[1]
-        return self._update_trackers(self.compute_losses(images, labels, training=False))
-
 
 def build_mutual_learning_models(model_num, build_models, **model_options):
     """Builds model_num independent models and the wrapper that trains them jointly.
@@ -297,8 +269,8 @@ def save_each_model_weights(mutual_model, inference_models, output_folder_path, 
     """Writes model_<i>/training_model.h5 and model_<i>/inference_model.h5 for every model.
 
     Each file is what a single-model run writes, so --model_num 1 reloads any of them. Each is
-    written atomically (applications.run_state.atomic_save_weights): a run stopped while saving
-    leaves every file whole, either the previous one or the new one.
+    written atomically (applications.core.atomic_files.atomic_save_weights): a run stopped
+    while saving leaves every file whole, either the previous one or the new one.
 
     Args:
         mutual_model: MutualLearningModel.
@@ -310,7 +282,7 @@ def save_each_model_weights(mutual_model, inference_models, output_folder_path, 
         list of str, the files written, relative to output_folder_path.
 
     Raises:
-        applications.run_state.CheckpointWriteError: a file could not be written.
+        applications.core.atomic_files.CheckpointWriteError: a file could not be written.
     """
     relative_paths = []
     for index, (training_model, inference_model) in enumerate(

@@ -10,8 +10,8 @@ from applications.aligned_losses import (
     local_triplet_loss,
     normalize_features,
 )
-from applications.backend import keras, tf
 from applications.branches import as_output_list, has_local_branch
+from applications.core.backend import tf
 from applications.layers import GlobalGeMPooling2D
 from applications.losses import (
     batch_hard_triplet_loss,
@@ -20,6 +20,7 @@ from applications.losses import (
     l2_regularization_loss,
     pairwise_euclidean_distances,
 )
+from applications.training_base import LossTrackingModel
 
 LOGGED_NAMES = (
     "loss",
@@ -95,7 +96,7 @@ def collect_regularized_variables(
     return pairs
 
 
-class FlipReIDTrainingModel(keras.Model):
+class FlipReIDTrainingModel(LossTrackingModel):
     """Training model: flip averaging, batch-hard triplet, cross-entropy and flipping losses.
 
     `fit` takes a dataset of (images uint8/float (B, H, W, 3), labels int32 (B,)) and logs
@@ -155,7 +156,7 @@ class FlipReIDTrainingModel(keras.Model):
         )
         self.has_local_branch = has_local_branch(branch_network)
         self.logged_names = LOGGED_NAMES + (LOCAL_LOGGED_NAMES if self.has_local_branch else ())
-        self.loss_trackers = [keras.metrics.Mean(name=name) for name in self.logged_names]
+        self.track_losses(self.logged_names)
         self._loss_settings = dict(
             triplet_margin=None,
             label_smoothing=0.0,
@@ -167,11 +168,6 @@ class FlipReIDTrainingModel(keras.Model):
         # Both sub-models are functional and already built; marking this wrapper built lets
         # save_weights run before the first step.
         self.built = True
-
-    # Keras resets these at the start of every epoch and reports them under their names.
-    @property
-    def metrics(self):
-        return list(self.loss_trackers)
 
     def compile(
         self,
@@ -214,11 +210,7 @@ class FlipReIDTrainingModel(keras.Model):
             flipping_loss_weight=flipping_loss_weight,
             **aligned_settings,
         )
-        # Give the optimizer slots for every variable that can ever be trained, frozen backbone
-        # included, so unfreezing later needs no recompile and keeps the optimizer state.
-        inner_optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        if isinstance(inner_optimizer, keras.optimizers.Optimizer):
-            inner_optimizer.build([variable for variable in self.weights if variable.trainable])
+        self.build_optimizer_slots()
 
     def configure_losses(self, **settings):
         """Sets loss settings (the keyword arguments of `compile`) without an optimizer.
@@ -434,26 +426,3 @@ class FlipReIDTrainingModel(keras.Model):
             pairwise_euclidean_distances(features) for features in distance_features
         ]
         return values, outputs
-
-    def _update_trackers(self, values):
-        for tracker in self.loss_trackers:
-            tracker.update_state(values[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.loss_trackers}
-
-    def train_step(self, data):
-        images, labels = data[0], data[1]
-        with tf.GradientTape() as tape:
-            values = self.compute_losses(images, labels, training=True)
-            loss = values["loss"]
-            if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
-                loss = self.optimizer.get_scaled_loss(loss)
-        variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
-            gradients = self.optimizer.get_unscaled_gradients(gradients)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._update_trackers(values)
-
-    def test_step(self, data):
-        images, labels = data[0], data[1]
-        return self._update_trackers(self.compute_losses(images, labels, training=False))
