@@ -7,7 +7,7 @@ shape, `applications.flipreid_weights`).
 
 import os
 
-from applications.backend import tf
+from applications.core.backend import tf
 from applications.flipreid_weights import is_flipreid_weights_file, load_flipreid_weights
 from applications.weights_file import check_weights_file
 
@@ -95,15 +95,10 @@ def load_pretrained_weights(training_model, inference_model, file_path):
         file_path, {"training model": training_model, "inference model": inference_model}
     )
     try:
-        load_model_weights(training_model, file_path)
-        print(f"Loaded the training model's weights from {file_path}")
-    except ValueError as training_model_error:
-        try:
-            load_model_weights(inference_model, file_path)
-        except ValueError:
-            raise ValueError(
-                f"{training_model_error} To evaluate on another dataset than the one trained on "
-                "(a different number of identities), pass the inference_model.h5 written beside "
-                "it."
-            ) from None
-        print(f"Loaded the inference model's weights from {file_path}")
+        loaded_into = load_weights_into_either(training_model, inference_model, file_path)
+    except ValueError as error:
+        raise ValueError(
+            f"{error} To evaluate on another dataset than the one trained on (a different number "
+            "of identities), pass the inference_model.h5 written beside it."
+        ) from None
+    print(f"Loaded the {loaded_into}'s weights from {file_path}")
