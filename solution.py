@@ -10,9 +10,6 @@ import sys
 
 from absl import app, flags, logging
 
-# Project modules import TensorFlow only through applications.backend, which selects legacy
-# Keras first; nothing above imports TensorFlow.
-from applications.backend import quiet_library_info_logs
 from applications.config import (
     CROSS_FIELD_RULES,
     build_experiment_config,
@@ -21,6 +18,10 @@ from applications.config import (
     value_error,
     with_recipe_defaults,
 )
+
+# Project modules import TensorFlow only through applications.core.backend, which selects legacy
+# Keras first; nothing above imports TensorFlow.
+from applications.core.backend import quiet_library_info_logs
 from applications.experiment import run_experiment
 from applications.flag_effects import flags_without_effect
 from applications.interruption import RunInterrupted, resume_command

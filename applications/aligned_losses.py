@@ -13,7 +13,7 @@ Every function computes in float32 (also under mixed precision). The NumPy count
 evaluation is ``evaluation.aligned_distance``.
 """
 
-from applications.backend import tf
+from applications.core.backend import tf
 from applications.losses import pairwise_euclidean_distances
 
 # Any real path cost is far below this, so a padded cell never wins a minimum.

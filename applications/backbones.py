@@ -18,7 +18,7 @@ import socket
 
 from absl import logging
 
-from applications.backend import keras
+from applications.core.backend import keras
 
 LAST_STRIDES = (1, 2)
 

@@ -6,7 +6,7 @@ copy of stage 4 cut into `region_num` horizontal stripes, each -> 3x3 conv (C4 /
 filters) + ReLU -> pooling -> optional clipping.
 """
 
-from applications.backend import keras
+from applications.core.backend import keras
 from applications.layers import (
     FeatureClipping,
     ImageNormalization,

@@ -29,14 +29,38 @@ import types
 import typing
 from collections.abc import Callable
 
-from applications.backbones import BACKBONE_MODEL_NAMES
-from applications.heads import IDENTITY_HEAD_MODES
-from applications.layers import POOLING_LAYER_BUILDERS
-from applications.learning_rate import LEARNING_RATE_FUNCTIONS
-from datasets import DATASET_NAMES
-from datasets.sampler import SAMPLING_MODES
-from evaluation.distances import DISTANCE_METRICS
-from evaluation.metrics import CMC_CONFIGS
+# The choices of the flags that name a registry entry live here, not in the modules that
+# implement them, so that building a config loads no model code and no TensorFlow;
+# tests/test_applications_config_choices.py checks that each equals its registry's names.
+BACKBONE_MODEL_NAMES = (
+    *(f"resnet{depth}" for depth in (10, 12, 14, 16, 18, 26, 34, 50, 101, 152)),
+    *(f"ibn_resnet{depth}" for depth in (50, 101)),
+    *(f"resnesta{depth}" for depth in (18, 50, 101, 152, 200, 269)),
+)
+IDENTITY_HEAD_MODES = ("bn_neck", "linear")
+POOLING_MODES = ("Average", "Max", "GeM")
+LEARNING_RATE_MODES = (
+    "constant",
+    "linear",
+    "cosine",
+    "warmup",
+    "default",
+    "exponential",
+    "staircase",
+)
+DATASET_NAMES = (
+    "Market1501",
+    "DukeMTMC_reID",
+    "MSMT17",
+    "CUHK03",
+    "CUHK03_detected",
+    "CUHK03_labeled",
+    "Combined",
+    "Synthetic",
+)
+SAMPLING_MODES = ("balanced", "flipreid")
+DISTANCE_METRIC_NAMES = ("cosine", "euclidean", "squared_euclidean")
+CMC_CONFIG_NAMES = ("market1501", "cuhk03", "allshots")
 
 REPOSITORY_FOLDER_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGULARIZATION_MODES = ("l2", "decoupled", "none")
@@ -413,7 +437,7 @@ class ModelConfig(_Group):
         "and the dataset: resnet18 (the small CPU backbone) on the Synthetic dataset or with "
         "--recipe random_init, resnet50 (FlipReID's default) on any other dataset or with "
         "--recipe flipreid. FlipReID's README uses resnet50, ibn_resnet50 and resnesta50.",
-        choices=tuple(BACKBONE_MODEL_NAMES),
+        choices=BACKBONE_MODEL_NAMES,
         must_match_on_resume=True,
     )
     pretrained: bool = option(
@@ -452,7 +476,7 @@ class ModelConfig(_Group):
     pooling_mode: str = option(
         "GeM",
         "Global pooling of every branch.",
-        choices=tuple(POOLING_LAYER_BUILDERS),
+        choices=POOLING_MODES,
         must_match_on_resume=True,
     )
     gem_initial_power: float = option(
@@ -653,7 +677,7 @@ class TrainingConfig(_Group):
         "--learning_rate_start down to --learning_rate_end over --epoch_num. default "
         "(FlipReID's): linear warm-up from the lower bound to the base, then a drop by "
         "--learning_rate_drop_factor every --learning_rate_steady_epochs.",
-        choices=tuple(LEARNING_RATE_FUNCTIONS),
+        choices=LEARNING_RATE_MODES,
     )
     learning_rate_start: float = option(
         1e-3,
@@ -808,7 +832,7 @@ class EvaluationConfig(_Group):
         choices=EVALUATION_PRECISIONS,
     )
     distance_metric: str = option(
-        "cosine", "Distance between embeddings.", choices=tuple(DISTANCE_METRICS)
+        "cosine", "Distance between embeddings.", choices=DISTANCE_METRIC_NAMES
     )
     use_re_ranking: bool = option(
         False, "Also report metrics after k-reciprocal re-ranking (k1=20, k2=6)."
@@ -816,7 +840,7 @@ class EvaluationConfig(_Group):
     cmc_config: str = option(
         "market1501",
         "CMC protocol: market1501 (standard), cuhk03 (single gallery shot) or allshots.",
-        choices=tuple(CMC_CONFIGS),
+        choices=CMC_CONFIG_NAMES,
     )
     testing_batch_size: int = option(
         64, "Images per forward pass during evaluation.", lower_bound=1

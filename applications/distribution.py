@@ -22,7 +22,7 @@ import os
 
 from absl import logging
 
-from applications.backend import tf
+from applications.core.backend import tf
 
 DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker")
 

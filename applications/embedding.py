@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from datasets.image_files import SkippedImageLog
 from datasets.pipeline import build_testing_dataset
 

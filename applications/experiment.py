@@ -36,8 +36,9 @@ from applications.aligned_model_evaluation import (
     format_evaluation,
     metrics_for_json,
 )
-from applications.backend import keras, tf
 from applications.config import resolve_recipe
+from applications.core.atomic_files import atomic_save_weights, atomic_write_json
+from applications.core.backend import keras, tf
 from applications.distribution import (
     build_strategy,
     check_batch_composition,
@@ -64,8 +65,6 @@ from applications.result_pictures import write_result_pictures
 from applications.run_folder import guarded_run, run_name
 from applications.run_state import (
     RunState,
-    atomic_save_weights,
-    atomic_write_json,
     check_file_manifest,
     check_output_folder_writable,
     file_manifest,

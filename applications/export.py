@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from absl import logging
 
-from applications.backend import tf
+from applications.core.backend import tf
 from applications.embedding import embed_images, embedding_model
 from datasets.resizing import resize_like_cv2
 

@@ -17,7 +17,7 @@ import os
 import numpy as np
 from absl import logging
 
-from applications.backend import tf
+from applications.core.backend import tf
 from applications.embedding import embedding_function, embedding_model, extract_embeddings
 from applications.model import build_flipreid_models
 from applications.weights import load_weights_into_either

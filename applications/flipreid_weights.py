@@ -27,8 +27,8 @@ import re
 import h5py
 import numpy as np
 
-from applications.backend import keras
 from applications.branches import branch_names
+from applications.core.backend import keras
 
 FLIPREID_FORMAT = (
     "FlipReID's full-model layout (its training_model.h5: inference_model + "

@@ -5,8 +5,8 @@ linear (AlignedReID's Model.fc): a Dense layer with bias on the raw embedding, t
 its weights start from N(0, 0.001) and its bias from 0, as AlignedReID initialises them.
 """
 
-from applications.backend import keras
 from applications.branches import embedding_outputs
+from applications.core.backend import keras
 
 IDENTITY_HEAD_MODES = ("bn_neck", "linear")
 

@@ -4,8 +4,8 @@ The pooling and clipping layers always run in float32 (their dtype policy is pin
 embeddings keep full precision and GeM's power stays exact under mixed_bfloat16.
 """
 
-from applications.backend import keras, tf
-from applications.registry import Registry
+from applications.core.backend import keras, tf
+from applications.core.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -9,7 +9,7 @@ rule starts again at its epoch 0 when the backbone is unfrozen.
 import functools
 import math
 
-from applications.registry import Registry
+from applications.core.registry import Registry
 
 
 def constant_learning_rate(epoch_index, *, learning_rate_start, **_):

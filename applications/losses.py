@@ -1,6 +1,6 @@
 """Losses of FlipReID as pure TensorFlow functions, computed in float32."""
 
-from applications.backend import tf
+from applications.core.backend import tf
 
 # Any real distance is far below this, so a masked-out entry never wins a min or max.
 _MASKED_DISTANCE = 1e9

@@ -1,6 +1,6 @@
 """The optimizer of a run and the L2 factors its model is built with, by regularization mode."""
 
-from applications.backend import keras
+from applications.core.backend import keras
 
 REGULARIZATION_FACTOR_NAMES = (
     "kernel_regularization_factor",

@@ -21,7 +21,7 @@ variables, so the copy is exact).
 
 import contextlib
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 
 MIXED_PRECISION_POLICY_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 EVALUATION_PRECISIONS = ("float32", "bfloat16")

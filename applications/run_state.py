@@ -35,8 +35,15 @@ import time
 
 from absl import logging
 
-from applications.backend import tf
 from applications.config import resume_matching_flag_names
+from applications.core.atomic_files import (
+    TEMPORARY_PREFIX,
+    CheckpointWriteError,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_folder,
+)
+from applications.core.backend import tf
 
 CHECKPOINT_FOLDER_NAME = "checkpoints"
 STATE_FILE_NAME = "state.json"
@@ -45,7 +52,6 @@ RUN_FAILED_FILE_NAME = "RUN_FAILED.txt"
 FLAGS_FILE_NAME = "flags.json"
 _CHECKPOINT_PREFIX = "checkpoint"
 _EPOCH_FOLDER_PATTERN = re.compile(r"^epoch_(\d+)$")
-_TEMPORARY_PREFIX = ".tmp_"
 
 # Settings that shape the model, the data or the data stream: a resumed run must use the
 # values the run started with (the config fields marked must_match_on_resume). Others
@@ -53,105 +59,8 @@ _TEMPORARY_PREFIX = ".tmp_"
 RESUME_MATCHING_FLAG_NAMES = resume_matching_flag_names()
 
 
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint or weights file could not be written; the previous one is intact."""
-
-
 class ResumeError(ValueError):
     """There is no run to resume, or the run does not fit the flags given now."""
-
-
-# --- Atomic files -------------------------------------------------------------------------------
-
-
-def _fsync_folder(folder_path):
-    """Flushes a folder's entries (a rename) to disk; a no-op where folders cannot be opened."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder_path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def atomic_write_text(file_path, text):
-    """Writes `text` to `file_path` so that readers see the old file or the new one, never half.
-
-    The text goes to a temporary file in the same folder (a rename across file systems is not
-    atomic), is flushed to disk, then renamed over `file_path`.
-
-    Args:
-        file_path: str, the destination.
-        text: str.
-    """
-    folder_path = os.path.dirname(os.path.abspath(file_path))
-    descriptor, temporary_path = tempfile.mkstemp(
-        prefix=_TEMPORARY_PREFIX + os.path.basename(file_path) + ".", dir=folder_path
-    )
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary_path, file_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary_path)
-        raise
-    _fsync_folder(folder_path)
-
-
-def atomic_write_json(file_path, content):
-    """Writes `content` (JSON-able) atomically, indented and with sorted keys."""
-    atomic_write_text(file_path, json.dumps(content, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_save_weights(model, file_path, *, is_chief=True):
-    """`model.save_weights(file_path)` (HDF5), replacing any previous file only once complete.
-
-    Keras rewrites an h5 file in place, so a process killed while saving used to leave a
-    truncated file in place of the previous best weights.
-
-    Args:
-        model: a keras model.
-        file_path: str ending in .h5.
-        is_chief: False on the other workers of a multi-worker run: they still save (reading
-            synchronised variables may take part in collective operations) but into a
-            temporary folder that is removed, so that only the chief writes the run's files.
-
-    Raises:
-        CheckpointWriteError: the file could not be written (disk full, no permission); the
-            previous file is left as it was.
-    """
-    if not file_path.endswith(".h5"):
-        raise ValueError(f"atomic_save_weights writes HDF5 files ending in .h5, got {file_path}.")
-    if not is_chief:
-        with tempfile.TemporaryDirectory() as folder_path:
-            model.save_weights(os.path.join(folder_path, os.path.basename(file_path)))
-        return
-    folder_path = os.path.dirname(os.path.abspath(file_path))
-    # The suffix must stay .h5: Keras picks the file format from it.
-    temporary_path = os.path.join(
-        folder_path, f"{_TEMPORARY_PREFIX}{os.getpid()}_{os.path.basename(file_path)}"
-    )
-    try:
-        model.save_weights(temporary_path)
-        with open(temporary_path, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary_path, file_path)
-    except (OSError, RuntimeError, ValueError, tf.errors.OpError) as error:
-        with contextlib.suppress(OSError):
-            os.remove(temporary_path)
-        raise CheckpointWriteError(
-            f"Could not write {file_path}: {_first_line(error)}. The previous file, if any, is "
-            "intact."
-        ) from error
-    except BaseException:
-        # Stopped at once (a second Ctrl-C) while saving: no temporary file is left behind.
-        with contextlib.suppress(OSError):
-            os.remove(temporary_path)
-        raise
-    _fsync_folder(folder_path)
 
 
 def _first_line(error):
@@ -440,7 +349,7 @@ class RunStateManager:
         os.makedirs(self.checkpoint_folder_path, exist_ok=True)
         final_path = os.path.join(self.checkpoint_folder_path, name)
         temporary_path = os.path.join(
-            self.checkpoint_folder_path, f"{_TEMPORARY_PREFIX}{name}_{os.getpid()}"
+            self.checkpoint_folder_path, f"{TEMPORARY_PREFIX}{name}_{os.getpid()}"
         )
         try:
             shutil.rmtree(temporary_path, ignore_errors=True)
@@ -459,12 +368,12 @@ class RunStateManager:
                 json.dump(content, file, indent=2, sort_keys=True)
                 file.flush()
                 os.fsync(file.fileno())
-            _fsync_folder(temporary_path)
+            fsync_folder(temporary_path)
             if os.path.exists(final_path):
                 # Only after a resume from an older checkpoint: the newer state is replaced.
                 shutil.rmtree(final_path)
             os.replace(temporary_path, final_path)
-            _fsync_folder(self.checkpoint_folder_path)
+            fsync_folder(self.checkpoint_folder_path)
         except (OSError, RuntimeError, ValueError, tf.errors.OpError) as error:
             shutil.rmtree(temporary_path, ignore_errors=True)
             previous = self.list_checkpoints()
@@ -487,7 +396,7 @@ class RunStateManager:
         for _, path in checkpoints[: -self.max_to_keep]:
             shutil.rmtree(path, ignore_errors=True)
         # Temporary folders of this run's earlier, killed processes.
-        for path in glob.glob(os.path.join(self.checkpoint_folder_path, _TEMPORARY_PREFIX + "*")):
+        for path in glob.glob(os.path.join(self.checkpoint_folder_path, TEMPORARY_PREFIX + "*")):
             if not path.endswith(f"_{os.getpid()}"):
                 shutil.rmtree(path, ignore_errors=True)
 

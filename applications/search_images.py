@@ -26,7 +26,7 @@ import sys
 
 from absl import app, flags, logging
 
-from applications import backend  # noqa: F401  (selects legacy Keras before TensorFlow)
+from applications.core import backend  # noqa: F401  (selects legacy Keras before TensorFlow)
 from applications.export import export_for_serving
 from applications.feature_extractor import (
     FeatureExtractor,

@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-import applications.backend  # noqa: E402, F401  (selects legacy Keras before TensorFlow loads)
-from applications.backend import tf  # noqa: E402
+import applications.core.backend  # noqa: E402, F401  (selects legacy Keras before TensorFlow loads)
+from applications.core.backend import tf  # noqa: E402
 from datasets.image_files import SkippedImageLog  # noqa: E402
 from datasets.pipeline import (  # noqa: E402
     build_testing_dataset,

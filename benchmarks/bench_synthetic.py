@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # noqa: E402
 
-import applications.backend  # noqa: E402, F401  (selects legacy Keras before TensorFlow loads)
-from applications.backend import tf  # noqa: E402
+import applications.core.backend  # noqa: E402, F401  (selects legacy Keras before TensorFlow loads)
+from applications.core.backend import tf  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 from evaluation.metrics import evaluate_ranking  # noqa: E402
 

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 import numpy as np  # noqa: E402
 
-from applications.backend import keras, tf  # noqa: E402
+from applications.core.backend import keras, tf  # noqa: E402
 from applications.embedding import embedding_function  # noqa: E402
 from applications.model import build_flipreid_models  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 from absl import logging
 
-from applications.backend import keras
+from applications.core.backend import keras
 
 
 class EvaluationCallback(keras.callbacks.Callback):

@@ -1,6 +1,6 @@
 """Logging of the trainable GeM pooling powers."""
 
-from applications.backend import keras
+from applications.core.backend import keras
 
 
 class GeMPowerLogger(keras.callbacks.Callback):

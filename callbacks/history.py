@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from applications.backend import keras  # noqa: E402
+from applications.core.backend import keras  # noqa: E402
 
 # Figure file name -> which history columns it shows.
 LOSSES_FIGURE_FILE_NAME = "losses.png"

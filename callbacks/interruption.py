@@ -1,6 +1,6 @@
 """Stopping training at a step boundary when a stop signal (Ctrl-C, SIGTERM) was received."""
 
-from applications.backend import keras
+from applications.core.backend import keras
 
 
 class StopAtStepBoundary(keras.callbacks.Callback):

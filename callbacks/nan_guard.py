@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from applications.backend import keras
+from applications.core.backend import keras
 
 
 class TrainingDivergedError(RuntimeError):

@@ -4,7 +4,7 @@ import math
 
 from absl import logging
 
-from applications.backend import keras
+from applications.core.backend import keras
 
 
 class RunStateCheckpoint(keras.callbacks.Callback):

@@ -116,7 +116,7 @@ def image_contents_look_whole_tf(contents):
     Returns:
         bool scalar tensor, True when the bytes look like a whole image.
     """
-    from applications.backend import tf
+    from applications.core.backend import tf
 
     is_image = tf.reduce_any(
         [

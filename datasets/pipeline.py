@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from applications.backend import tf
+from applications.core.backend import tf
 from datasets.augmentation import IMAGENET_MEAN_RGB, AlbumentationsAugmentor
 from datasets.image_files import UNDECODABLE, SkippedImageLog, image_contents_look_whole_tf
 from datasets.resizing import resize_like_cv2

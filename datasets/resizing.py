@@ -20,7 +20,7 @@ evaluation pipelines (`datasets.pipeline.decode_and_resize`), `FeatureExtractor.
 served images give the same embeddings, and the same ones FlipReID computes from the same files.
 """
 
-from applications.backend import tf
+from applications.core.backend import tf
 
 # OpenCV's INTER_RESIZE_COEF_BITS: interpolation weights are integers out of 2048.
 _WEIGHT_BITS = 11

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from applications.registry import Registry
+from applications.core.registry import Registry
 
 DEFAULT_BLOCK_SIZE = 1024
 _EPSILON = 1e-12

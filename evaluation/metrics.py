@@ -33,7 +33,7 @@ import dataclasses
 
 import numpy as np
 
-from applications.registry import Registry
+from applications.core.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,3 +1,3 @@
 """Test-wide set-up: legacy Keras must be selected before any test imports TensorFlow."""
 
-import applications.backend  # noqa: F401
+import applications.core.backend  # noqa: F401

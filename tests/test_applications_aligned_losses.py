@@ -12,7 +12,7 @@ from applications.aligned_losses import (
     probability_mutual_loss,
     shortest_path_distances,
 )
-from applications.backend import tf
+from applications.core.backend import tf
 from evaluation import aligned_local_distance
 
 

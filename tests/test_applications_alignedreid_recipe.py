@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from applications.backend import keras
 from applications.config import build_experiment_config
+from applications.core.backend import keras
 from applications.experiment import run_experiment
 from applications.flag_effects import flags_without_effect
 from applications.model import build_flipreid_models

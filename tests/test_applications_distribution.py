@@ -94,7 +94,7 @@ _MIRRORED_STEP_SCRIPT = """
     from applications.distribution import build_strategy, configure_cpu_logical_devices
 
     configure_cpu_logical_devices(2)  # before TensorFlow's first operation
-    from applications.backend import keras, tf
+    from applications.core.backend import keras, tf
     from applications.model import build_flipreid_models
 
     P, K, H, W = 4, 2, 64, 32
@@ -153,7 +153,7 @@ _WORKER_SCRIPT = """
     )
 
     strategy = build_strategy("multi_worker")
-    from applications.backend import keras, tf
+    from applications.core.backend import keras, tf
     from applications.run_state import RunState, RunStateManager
 
     labels = tf.repeat(tf.range(8), 2)  # P = 8 identities, K = 2, global batch 16

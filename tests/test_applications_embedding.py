@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from applications.embedding import (
     embed_images,
     embedding_function,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from applications import export
-from applications.backend import tf
+from applications.core.backend import tf
 from applications.model import build_flipreid_models
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 64, 32

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from applications.backend import tf
+from applications.core.backend import tf
 from applications.feature_extractor import (
     FeatureExtractor,
     extract_folder,

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from applications.backend import keras
+from applications.core.backend import keras
 from applications.flipreid_weights import (
     describe_flipreid_mismatch,
     is_flipreid_weights_file,

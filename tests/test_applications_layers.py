@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from applications.layers import (
     FeatureClipping,
     GlobalGeMPooling2D,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from applications.backend import tf
+from applications.core.backend import tf
 from applications.losses import (
     batch_hard_triplet_loss,
     cross_entropy_loss,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from applications.model import LOGGED_NAMES, build_flipreid_models, load_model_weights
 
 IMAGE_HEIGHT, IMAGE_WIDTH, NUM_IDENTITIES = 64, 32, 4

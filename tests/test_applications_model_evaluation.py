@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from applications.backend import keras
+from applications.core.backend import keras
 from applications.model_evaluation import (
     SKIPPED_GALLERY_KEY,
     SKIPPED_QUERY_KEY,

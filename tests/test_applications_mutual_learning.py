@@ -11,7 +11,7 @@ from applications.aligned_losses import (
     distance_mutual_loss,
     local_triplet_loss,
 )
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from applications.losses import pairwise_euclidean_distances
 from applications.model import LOGGED_NAMES, build_flipreid_models, load_model_weights
 from applications.mutual_learning import (

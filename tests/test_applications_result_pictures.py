@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from applications.backend import keras
+from applications.core.backend import keras
 from applications.result_pictures import write_result_pictures
 from evaluation.visualization import DEFAULT_TILE_SIZE, STATUS_COLORS_BGR, frame_box
 

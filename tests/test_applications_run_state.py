@@ -13,19 +13,21 @@ import types
 import numpy as np
 import pytest
 
-from applications.backend import keras, tf
+from applications.core.atomic_files import (
+    CheckpointWriteError,
+    atomic_save_weights,
+    atomic_write_json,
+    atomic_write_text,
+)
+from applications.core.backend import keras, tf
 from applications.interruption import RunInterrupted
 from applications.model import build_flipreid_models
 from applications.run_state import (
     RUN_FAILED_FILE_NAME,
     RUN_INCOMPLETE_FILE_NAME,
-    CheckpointWriteError,
     ResumeError,
     RunState,
     RunStateManager,
-    atomic_save_weights,
-    atomic_write_json,
-    atomic_write_text,
     check_file_manifest,
     check_output_folder_writable,
     file_manifest,

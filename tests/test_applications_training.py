@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from applications.learning_rate import build_learning_rate_function
 from applications.training import count_epochs, fit_in_stages
 from callbacks import EvaluationCallback, HistoryLogger

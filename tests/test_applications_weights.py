@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from applications.backend import keras
+from applications.core.backend import keras
 from applications.weights import load_weights_into_either
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from applications.backend import keras
+from applications.core.backend import keras
 from applications.model import build_flipreid_models
 from applications.weights_file import (
     WeightsFileError,

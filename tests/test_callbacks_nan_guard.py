@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from callbacks.nan_guard import NaNGuard, TrainingDivergedError, format_divergence_message
 
 

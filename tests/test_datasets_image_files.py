@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from applications.backend import tf
+from applications.core.backend import tf
 from datasets import image_files
 from tests.dataset_fixtures import BAD_IMAGE_KINDS, write_bad_image_file, write_image
 

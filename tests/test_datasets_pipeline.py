@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import datasets
-from applications.backend import tf
+from applications.core.backend import tf
 from datasets.augmentation import IMAGENET_MEAN_RGB
 from datasets.image_files import SkippedImageLog
 from datasets.pipeline import (

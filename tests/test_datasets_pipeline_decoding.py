@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from applications.backend import tf
+from applications.core.backend import tf
 from datasets.pipeline import build_testing_dataset, decode_and_resize
 
 # (height, width, JPEG quality, chroma sampling factor) of cv2-written test files.

@@ -18,11 +18,11 @@ def test_no_evaluation_module_imports_tensorflow():
     # A fresh interpreter: this test process has TensorFlow loaded already (tests/conftest.py).
     script = (
         "import importlib, sys\n"
-        f"for name in {module_names + ['applications.registry']!r}:\n"
+        f"for name in {module_names + ['applications.core.registry']!r}:\n"
         "    importlib.import_module(name)\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] in "
         "('tensorflow', 'tf_keras', 'keras') or (name.startswith('applications.') and "
-        "name != 'applications.registry')))\n"
+        "name not in ('applications.core', 'applications.core.registry'))))\n"
     )
     completed = subprocess.run(
         [sys.executable, "-c", script],

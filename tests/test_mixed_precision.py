@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from applications.model import build_flipreid_models
 from applications.training import fit_in_stages
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import applications.layers
-from applications.backend import keras, tf
+from applications.core.backend import keras, tf
 from applications.layers import (
     conv2d_with_matmul_filter_gradient,
     conv_output_size,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import applications.experiment
-from applications.backend import keras, tf
 from applications.config import build_experiment_config
+from applications.core.backend import keras, tf
 from applications.model import build_flipreid_models
 from applications.precision import (
     build_precision_twin,

@@ -12,13 +12,13 @@ import types
 import pandas as pd
 import pytest
 
-from applications.backend import tf
 from applications.config import build_experiment_config
+from applications.core.atomic_files import CheckpointWriteError
+from applications.core.backend import tf
 from applications.experiment import _check_best_weights, run_experiment
 from applications.run_state import (
     RUN_FAILED_FILE_NAME,
     RUN_INCOMPLETE_FILE_NAME,
-    CheckpointWriteError,
     RunState,
     RunStateManager,
     check_file_manifest,

@@ -11,8 +11,8 @@ import sys
 
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     raise RuntimeError(
-        "TensorFlow was imported before applications.backend, so it uses Keras 3 and tf2cv "
-        "models cannot be built. Import applications.backend first, or set "
+        "TensorFlow was imported before applications.core.backend, so it uses Keras 3 and tf2cv "
+        "models cannot be built. Import applications.core.backend first, or set "
         "TF_USE_LEGACY_KERAS=1 in the environment before starting Python."
     )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"

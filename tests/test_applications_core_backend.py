@@ -3,7 +3,7 @@
 import logging
 import os
 
-from applications.backend import keras, quiet_library_info_logs, tf
+from applications.core.backend import keras, quiet_library_info_logs, tf
 
 
 def _record(level, path):

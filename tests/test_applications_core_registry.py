@@ -2,7 +2,7 @@
 
 import pytest
 
-from applications.registry import Registry, UnknownNameError
+from applications.core.registry import Registry, UnknownNameError
 
 
 def test_lookup_returns_the_builder_and_an_unknown_name_lists_the_valid_ones_in_order():
