@@ -7,26 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from applications.config import build_experiment_config
 from applications.experiment import run_experiment
 from applications.optimizers import regularization_settings
-
-TINY = dict(
-    dataset_name="Synthetic",
-    synthetic_identity_num=12,
-    synthetic_camera_num=2,
-    synthetic_image_num_per_identity=4,
-    backbone_model_name="resnet18",
-    image_height=64,
-    image_width=32,
-    identity_num_per_batch=3,
-    image_num_per_identity=2,
-    testing_batch_size=16,
-)
-
-
-def tiny_config(**values):
-    return build_experiment_config(**{**TINY, **values})
+from tests.config_fixtures import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -184,21 +184,13 @@ def test_a_run_with_flipreids_procedure_trains_the_frozen_epochs_first_on_a_rest
     tmp_path,
 ):
     """solution.py's path: the config's restart and sampler reach the fit loop and the data."""
-    from applications.config import build_experiment_config
     from applications.experiment import run_experiment
+    from tests.config_fixtures import tiny_config
 
-    config = build_experiment_config(
-        dataset_name="Synthetic",
+    # No test set (testing_size 0), so the fixture's testing_batch_size reads nothing here.
+    config = tiny_config(
         root_folder_path=str(tmp_path / "data"),
         output_folder_path=str(tmp_path / "outputs"),
-        synthetic_identity_num=12,
-        synthetic_camera_num=2,
-        synthetic_image_num_per_identity=4,
-        backbone_model_name="resnet18",
-        image_height=64,
-        image_width=32,
-        identity_num_per_batch=3,
-        image_num_per_identity=2,
         steps_per_epoch=1,
         epoch_num=1,
         freeze_backbone_for_N_epochs=1,
