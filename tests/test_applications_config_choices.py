@@ -1,9 +1,5 @@
 """The config's choice lists equal the registries they name; a config loads no model code."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from applications import config
@@ -15,8 +11,7 @@ from datasets import DATASET_NAMES
 from datasets.sampler import SAMPLING_MODES
 from evaluation.distances import DISTANCE_METRICS
 from evaluation.metrics import CMC_CONFIGS
-
-REPOSITORY_FOLDER_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fresh_interpreter import modules_loaded_by
 
 
 @pytest.mark.parametrize(
@@ -52,20 +47,10 @@ def test_the_flags_offer_exactly_those_choices():
 
 
 def test_building_a_config_loads_no_tensorflow_and_no_model_module():
-    # A fresh interpreter: this test process has TensorFlow loaded already (tests/conftest.py).
-    script = (
-        "import sys\n"
+    loaded = modules_loaded_by(
         "from applications.config import build_experiment_config\n"
-        "build_experiment_config(backbone_model_name='resnet50', pooling_mode='Max')\n"
-        "print(sorted(name for name in sys.modules if name.split('.')[0] in "
-        "('tensorflow', 'tf_keras', 'keras', 'tf2cv', 'datasets')))\n"
+        "build_experiment_config(backbone_model_name='resnet50', pooling_mode='Max')\n",
+        top_level_names=("tensorflow", "tf_keras", "keras", "tf2cv", "datasets", "applications"),
+        allowed_names=("applications", "applications.config"),
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPOSITORY_FOLDER_PATH,
-        check=True,
-    )
-    assert completed.stdout.strip() == "[]", completed.stdout
+    assert loaded == [], loaded
