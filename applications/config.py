@@ -633,6 +633,7 @@ class TrainingConfig(_Group):
         "learning-rate schedule restarts at its epoch 0 when the backbone is unfrozen (a second "
         "warm-up). Off: N + the rest make --epoch_num in all, on one schedule (the flipreid "
         "recipe turns it on).",
+        must_match_on_resume=True,
     )
     sampling_mode: str = option(
         "balanced",
@@ -642,6 +643,7 @@ class TrainingConfig(_Group):
         "skips identities with fewer than K images, and draws P identities at random among those "
         "with groups left until fewer than P remain (the flipreid recipe's choice).",
         choices=SAMPLING_MODES,
+        must_match_on_resume=True,
     )
     identity_num_per_batch: int = option(
         16, "Identities per batch (P).", lower_bound=2, must_match_on_resume=True

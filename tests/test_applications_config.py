@@ -156,4 +156,6 @@ def test_learning_rate_combinations_the_library_accepts_pass(values):
 def test_the_flags_that_must_match_on_resume_are_field_metadata():
     names = resume_matching_flag_names()
     assert {"backbone_model_name", "image_height", "seed", "model_num"} <= set(names)
+    # They shape the data stream and the stage boundaries.
+    assert {"sampling_mode", "restart_schedule_after_freezing"} <= set(names)
     assert not {"epoch_num", "learning_rate_start", "output_folder_path"} & set(names)
