@@ -14,6 +14,7 @@ from applications.precision import (
     read_cpu_flags,
     resolve_mixed_precision_policy,
 )
+from tests.config_fixtures import tiny_config
 
 SUPPORTED = frozenset({"avx512f", "avx512_bf16"})
 UNSUPPORTED = frozenset({"avx2", "avx512f"})
@@ -121,18 +122,10 @@ def test_float32_twin_of_a_bfloat16_model_equals_a_float32_model(bfloat16_models
 def test_run_states_its_policy_and_leaves_the_global_policy_alone(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(applications.experiment, "read_cpu_flags", lambda: SUPPORTED)
     monkeypatch.setattr(applications.experiment, "num_visible_gpus", lambda: 0)
-    config = build_experiment_config(
-        dataset_name="Synthetic",
+    config = tiny_config(
         synthetic_identity_num=8,
-        synthetic_camera_num=2,
-        synthetic_image_num_per_identity=4,
-        backbone_model_name="resnet18",
-        image_height=64,
-        image_width=32,
         region_num=0,
         identity_num_per_batch=2,
-        image_num_per_identity=2,
-        testing_batch_size=16,
         epoch_num=1,
         steps_per_epoch=1,
         evaluate_before_training=False,
