@@ -1,4 +1,6 @@
-"""What a run needs to survive interruption: atomic files, resumable checkpoints, run markers.
+"""What a run needs to survive interruption: resumable checkpoints, run markers, file manifests.
+
+Its files are written whole or not at all (`applications.core.atomic_files`).
 
 A run folder holds, besides its results:
 - `checkpoints/epoch_NNNN/`: the state after epoch NNNN: model weights and optimizer state
