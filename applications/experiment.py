@@ -28,6 +28,7 @@ flags:
 import dataclasses
 import functools
 import os
+import re
 import time
 
 from applications.aligned_model_evaluation import (
@@ -87,6 +88,7 @@ _UNLOGGED_KEYS = (
     "num_excluded_queries",
     "feature_extraction_images_per_second",
 )
+_MODEL_PREFIX = re.compile(r"^model_\d+_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -728,8 +730,9 @@ def _evaluate_during_training(evaluate):
     return {
         key: value
         for key, value in metrics.items()
-        # Also those of Combined's other test sets ("<label>/num_valid_queries").
-        if key.rpartition(TEST_SET_SEPARATOR)[2] not in _UNLOGGED_KEYS
+        # Also those of Combined's other test sets ("<label>/num_valid_queries") and of each
+        # mutual-learning model ("model_2_feature_extraction_images_per_second").
+        if _MODEL_PREFIX.sub("", key.rpartition(TEST_SET_SEPARATOR)[2]) not in _UNLOGGED_KEYS
     }
 
 
