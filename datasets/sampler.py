@@ -32,6 +32,19 @@ def compute_steps_per_epoch(
     return max(1, math.ceil(num_images / (identity_num_per_batch * image_num_per_identity)))
 
 
+def _checked_labels(labels, identity_num_per_batch, image_num_per_identity):
+    """The labels as a 1-D array, after the checks both samplers share."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}.")
+    if identity_num_per_batch <= 0 or image_num_per_identity <= 0:
+        raise ValueError(
+            "--identity_num_per_batch and --image_num_per_identity must be positive, got "
+            f"{identity_num_per_batch} and {image_num_per_identity}."
+        )
+    return labels
+
+
 class IdentityBalancedSampler:
     """Yields index batches of P distinct identities times K images each, forever.
 
@@ -60,14 +73,7 @@ class IdentityBalancedSampler:
         image_num_per_identity: int,
         seed: int = 0,
     ):
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.size == 0:
-            raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}.")
-        if identity_num_per_batch <= 0 or image_num_per_identity <= 0:
-            raise ValueError(
-                "--identity_num_per_batch and --image_num_per_identity must be positive, got "
-                f"{identity_num_per_batch} and {image_num_per_identity}."
-            )
+        labels = _checked_labels(labels, identity_num_per_batch, image_num_per_identity)
         unique_labels, inverse = np.unique(labels, return_inverse=True)
         if len(unique_labels) < identity_num_per_batch:
             raise ValueError(
@@ -248,14 +254,7 @@ class FlipReIDSampler:
         image_num_per_identity: int,
         seed: int = 0,
     ):
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.size == 0:
-            raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}.")
-        if identity_num_per_batch <= 0 or image_num_per_identity <= 0:
-            raise ValueError(
-                "--identity_num_per_batch and --image_num_per_identity must be positive, got "
-                f"{identity_num_per_batch} and {image_num_per_identity}."
-            )
+        labels = _checked_labels(labels, identity_num_per_batch, image_num_per_identity)
         self.identity_num_per_batch = identity_num_per_batch
         self.image_num_per_identity = image_num_per_identity
         self.seed = seed
