@@ -101,6 +101,11 @@ def _in_creation_order(owners, pattern):
     return [owners[name] for match, name in sorted(matched, key=lambda m: _creation_index(m[0]))]
 
 
+def _by_trailing_number(names):
+    """GeM layers are named global_ge_m_pooling2d, _1, ... (or by the user): creation order."""
+    return sorted(names, key=lambda name: int(re.search(r"(\d*)$", name).group(1) or 0))
+
+
 def _part_of_branch_weight(path_in_group, shape):
     """Which part of FlipReID's inference model a weight belongs to, from its stored name."""
     components = path_in_group.split("/")
@@ -129,11 +134,7 @@ def _flat_branch_layout(group):
         else:
             owned[part].setdefault(owner, []).append((path, shape))
     gem_owners = owned["poolings"]
-    # GeM layers are named global_ge_m_pooling2d, _1, ... (or by the user): creation order.
-    poolings = [
-        gem_owners[name]
-        for name in sorted(gem_owners, key=lambda n: int(re.search(r"(\d*)$", n).group(1) or 0))
-    ]
+    poolings = [gem_owners[name] for name in _by_trailing_number(gem_owners)]
     reductions = _in_creation_order(owned["reductions"], _REDUCTION_NAME)
     return parts, poolings, reductions
 
@@ -162,6 +163,55 @@ def _heads_layout(group):
     )
 
 
+def _training_layout(layers):
+    """(FlipReIDLayout, None) of the training layout's layer groups, or (None, reason)."""
+    parts, poolings, reductions = _flat_branch_layout(layers["inference_model"])
+    heads = _heads_layout(layers["classification_model"])
+    if heads is None:
+        return None, (
+            "its classification_model group holds other layers than batch_normalization "
+            "necks and dense classifiers"
+        )
+    return FlipReIDLayout(
+        "training_model.h5",
+        [parts["trunk"]],
+        True,
+        parts["global_stage"],
+        parts["regional_stage"],
+        reductions,
+        poolings,
+        heads,
+    ), None
+
+
+def _inference_layout(layers):
+    """FlipReIDLayout of the inference layout's layer groups (one group per block)."""
+    trunk, global_stage, regional_stage = [], [], []
+    poolings, reductions = {}, {}
+    for name, group in layers.items():
+        entries = _weight_entries(group)
+        if name.endswith("_global_branch"):
+            global_stage = entries
+        elif name.endswith("_regional_branch"):
+            regional_stage = entries
+        elif _REDUCTION_NAME.fullmatch(name.split("/")[-1]):
+            reductions[name.split("/")[-1]] = entries
+        elif len(entries) == 1 and entries[0][1] == ():
+            poolings[name] = entries
+        else:
+            trunk.append(entries)
+    return FlipReIDLayout(
+        "inference_model.h5",
+        trunk,
+        False,
+        global_stage,
+        regional_stage,
+        _in_creation_order(reductions, _REDUCTION_NAME),
+        [poolings[name] for name in _by_trailing_number(poolings)],
+        None,
+    )
+
+
 def read_flipreid_layout(file):
     """Reads where each part of a FlipReID model lies in an open h5 file.
 
@@ -173,52 +223,11 @@ def read_flipreid_layout(file):
     """
     if "model_weights" not in file:
         return None, "no model_weights group (FlipReID saves whole models)"
-    model_weights = file["model_weights"]
-    layers = dict(_layer_groups(model_weights))
+    layers = dict(_layer_groups(file["model_weights"]))
     if "inference_model" in layers and "classification_model" in layers:
-        parts, poolings, reductions = _flat_branch_layout(layers["inference_model"])
-        heads = _heads_layout(layers["classification_model"])
-        if heads is None:
-            return None, (
-                "its classification_model group holds other layers than batch_normalization "
-                "necks and dense classifiers"
-            )
-        return FlipReIDLayout(
-            "training_model.h5",
-            [parts["trunk"]],
-            True,
-            parts["global_stage"],
-            parts["regional_stage"],
-            reductions,
-            poolings,
-            heads,
-        ), None
+        return _training_layout(layers)
     if any(name.endswith("_global_branch") for name in layers):
-        trunk, global_stage, regional_stage = [], [], []
-        poolings, reductions = {}, {}
-        for name, group in layers.items():
-            entries = _weight_entries(group)
-            if name.endswith("_global_branch"):
-                global_stage = entries
-            elif name.endswith("_regional_branch"):
-                regional_stage = entries
-            elif _REDUCTION_NAME.fullmatch(name.split("/")[-1]):
-                reductions[name.split("/")[-1]] = entries
-            elif len(entries) == 1 and entries[0][1] == ():
-                poolings[name] = entries
-            else:
-                trunk.append(entries)
-        pooling_order = sorted(poolings, key=lambda n: int(re.search(r"(\d*)$", n).group(1) or 0))
-        return FlipReIDLayout(
-            "inference_model.h5",
-            trunk,
-            False,
-            global_stage,
-            regional_stage,
-            _in_creation_order(reductions, _REDUCTION_NAME),
-            [poolings[name] for name in pooling_order],
-            None,
-        ), None
+        return _inference_layout(layers), None
     names = ", ".join(list(layers)[:4]) or "none"
     return None, (
         "its model_weights group holds neither inference_model + classification_model nor a "
@@ -282,6 +291,211 @@ def _pair(entries, variables, part_name):
     return [(variable, path) for (path, _), variable in zip(entries, variables, strict=True)], None
 
 
+@dataclasses.dataclass
+class _ModelParts:
+    """The layers of this project's model that a FlipReID file fills, found by their names.
+
+    Attributes:
+        branch_model: the branch network.
+        heads_model: the classification heads, or None in an inference model.
+        trunk: the trunk (init block and stages 1-3).
+        global_stage: the global branch's stage 4.
+        regional_stage: the regional branch's stage 4, or None.
+        reductions: the regional 3x3 reductions, in region order.
+        poolings: the pooling layers with weights (GeM), global first.
+        names: the branch names, global first.
+    """
+
+    branch_model: object
+    heads_model: object
+    trunk: object
+    global_stage: object
+    regional_stage: object
+    reductions: list
+    poolings: list
+    names: list
+
+
+def _find_model_parts(model):
+    """_ModelParts of `model`, or None when it has no trunk or no global stage 4."""
+    heads_model = _find_layer(model, "classification_heads")
+    branch_model = _find_layer(model, "branch_network") or model
+    trunk = _find_layer(branch_model, "trunk")
+    global_stage = _find_layer(branch_model, "last_stage_global")
+    if trunk is None or global_stage is None:
+        return None
+    reductions = []
+    while _find_layer(branch_model, f"region{len(reductions) + 1}_reduction") is not None:
+        reductions.append(_find_layer(branch_model, f"region{len(reductions) + 1}_reduction"))
+    names = branch_names(len(reductions))
+    poolings = [_find_layer(branch_model, f"{name}_pooling") for name in names]
+    return _ModelParts(
+        branch_model,
+        heads_model,
+        trunk,
+        global_stage,
+        _find_layer(branch_model, "last_stage_regional"),
+        reductions,
+        [layer for layer in poolings if layer is not None and layer.weights],
+        names,
+    )
+
+
+def _count_mismatch(layout, parts):
+    """Why the file's numbers of regions and GeM powers differ from the model's, or None."""
+    if len(layout.reductions) != len(parts.reductions):
+        return (
+            f"it was trained with --region_num {len(layout.reductions)} "
+            f"({len(layout.reductions)} regional reductions), the model built from the flags has "
+            f"--region_num {len(parts.reductions)}"
+        )
+    if len(layout.poolings) != len(parts.poolings):
+        if layout.poolings:
+            wanted = f"--pooling_mode GeM ({len(layout.poolings)} GeM powers)"
+        else:
+            wanted = "--pooling_mode Average or Max (no GeM powers)"
+        return (
+            f"it was trained with {wanted}, the model built from "
+            f"the flags has {len(parts.poolings)} GeM layers"
+        )
+    return None
+
+
+def _pair_all(parts):
+    """_pair over (entries, variables, part name) triples, stopping at the first misfit.
+
+    Returns:
+        ([(variable, path)] of all of them, None), or (None, the first misfit's reason).
+    """
+    pairs = []
+    for entries, variables, part_name in parts:
+        matched, reason = _pair(entries, variables, part_name)
+        if reason is not None:
+            return None, reason
+        pairs.extend(matched)
+    return pairs, None
+
+
+def _pair_trunk(layout, parts):
+    """The trunk's pairs; a misfit's reason names the backbone flag (or a partly frozen save)."""
+    blocks = _weighted_layers(parts.trunk)
+    if layout.trunk_is_flat:
+        pairs, reason = _pair_all([(layout.trunk[0], saving_order(parts.trunk), "trunk")])
+    elif len(blocks) != len(layout.trunk):
+        pairs, reason = None, f"{len(layout.trunk)} trunk blocks, the model's has {len(blocks)}"
+    else:
+        pairs, reason = _pair_all(
+            [
+                (entries, saving_order(block), f"trunk block {block.name}")
+                for entries, block in zip(layout.trunk, blocks, strict=True)
+            ]
+        )
+    if reason is None:
+        return pairs, None
+    stored_trunk = [entry for entries in layout.trunk for entry in entries]
+    model_trunk = [(v.name, tuple(v.shape)) for v in saving_order(parts.trunk)]
+    if sorted(shape for _, shape in stored_trunk) == sorted(s for _, s in model_trunk):
+        return None, f"{reason} (the model's arrays, in another order: saved partly frozen?)"
+    return None, (
+        "it was trained with another backbone: its trunk "
+        f"({_describe_shapes(stored_trunk)}) {_backbone_hint(layout)}, the trunk built from "
+        f"the flags has {_describe_shapes(model_trunk)}; pass the --backbone_model_name it "
+        f"was trained with ({FLIPREID_BACKBONES})"
+    )
+
+
+def _pair_stages(layout, parts):
+    """The pairs of both stage 4 copies, the reductions and the GeM powers."""
+    stage_parts = [(layout.global_stage, saving_order(parts.global_stage), "global stage 4")]
+    if parts.reductions:
+        if parts.regional_stage is None:
+            return None, "the model built from the flags has regions but no regional stage 4"
+        stage_parts.append(
+            (layout.regional_stage, saving_order(parts.regional_stage), "regional stage 4")
+        )
+    elif layout.regional_stage:
+        return None, f"it holds a regional stage 4 but no regional reductions ({layout.file_kind})"
+    for index, layer in enumerate(parts.reductions):
+        stage_parts.append((layout.reductions[index], saving_order(layer), f"{layer.name}"))
+    for index, layer in enumerate(parts.poolings):
+        stage_parts.append((layout.poolings[index], saving_order(layer), f"{layer.name}"))
+    pairs, reason = _pair_all(stage_parts)
+    if reason is not None:
+        return None, f"{reason} (pass the flags it was trained with in FlipReID)"
+    return pairs, None
+
+
+def _identity_count_mismatch(classifier_entries, classifier_variables):
+    """Why a stored classifier's number of identities differs from the model's, or None."""
+    if not (classifier_entries and classifier_variables):
+        return None
+    stored = classifier_entries[0][1]
+    wanted = tuple(classifier_variables[0].shape)
+    if stored[-1:] != wanted[-1:]:
+        return (
+            f"its classifiers have {stored[-1]} identities, the model built for "
+            f"this dataset has {wanted[-1]}"
+        )
+    return None
+
+
+def _pair_heads(layout, parts):
+    """The pairs of each branch's neck and classifier; none for an inference model."""
+    if parts.heads_model is None:
+        return [], None
+    if layout.heads is None:
+        return None, "it is a FlipReID inference_model.h5, which holds no classification heads"
+    heads = [
+        (
+            _find_layer(parts.heads_model, f"{name}_neck"),
+            _find_layer(parts.heads_model, f"{name}_classifier"),
+        )
+        for name in parts.names
+    ]
+    if len(layout.heads) != len(heads) or any(None in head for head in heads):
+        return None, (
+            f"its classification model has {len(layout.heads)} heads, the model built from "
+            f"the flags has {len(parts.names)} branches"
+        )
+    pairs = []
+    for (neck_entries, classifier_entries), (neck, classifier) in zip(
+        layout.heads, heads, strict=True
+    ):
+        classifier_variables = saving_order(classifier)
+        reason = _identity_count_mismatch(classifier_entries, classifier_variables)
+        if reason is not None:
+            return None, reason
+        matched, reason = _pair_all(
+            [
+                (neck_entries, saving_order(neck), neck.name),
+                (classifier_entries, classifier_variables, classifier.name),
+            ]
+        )
+        if reason is not None:
+            return None, reason
+        pairs.extend(matched)
+    return pairs, None
+
+
+def _uncovered_layer_names(parts):
+    """Names of the branch network's weighted layers that no FlipReID array goes into."""
+    covered = {
+        id(layer)
+        for layer in [
+            parts.trunk,
+            parts.global_stage,
+            parts.regional_stage,
+            *parts.reductions,
+            *parts.poolings,
+        ]
+    }
+    return [
+        layer.name
+        for layer in _weighted_layers(parts.branch_model)
+        if id(layer) not in covered and layer is not parts.heads_model
+    ]
+
+
 def plan_flipreid_assignment(layout, model):
     """Pairs every weight of `model` with the array of a FlipReID file that goes into it.
 
@@ -293,133 +507,19 @@ def plan_flipreid_assignment(layout, model):
     Returns:
         ([(variable, dataset path)], None) when the file fits, else (None, reason: str).
     """
-    heads_model = _find_layer(model, "classification_heads")
-    branch_model = _find_layer(model, "branch_network") or model
-    trunk = _find_layer(branch_model, "trunk")
-    global_stage = _find_layer(branch_model, "last_stage_global")
-    if trunk is None or global_stage is None:
+    parts = _find_model_parts(model)
+    if parts is None:
         return None, f"the {model.name} is not a FlipReID branch network (no trunk)"
-    regional_stage = _find_layer(branch_model, "last_stage_regional")
-    reductions = []
-    while _find_layer(branch_model, f"region{len(reductions) + 1}_reduction") is not None:
-        reductions.append(_find_layer(branch_model, f"region{len(reductions) + 1}_reduction"))
-    names = branch_names(len(reductions))
-    poolings = [_find_layer(branch_model, f"{name}_pooling") for name in names]
-    poolings = [layer for layer in poolings if layer is not None and layer.weights]
-
-    if len(layout.reductions) != len(reductions):
-        return None, (
-            f"it was trained with --region_num {len(layout.reductions)} "
-            f"({len(layout.reductions)} regional reductions), the model built from the flags has "
-            f"--region_num {len(reductions)}"
-        )
-    if len(layout.poolings) != len(poolings):
-        if layout.poolings:
-            wanted = f"--pooling_mode GeM ({len(layout.poolings)} GeM powers)"
-        else:
-            wanted = "--pooling_mode Average or Max (no GeM powers)"
-        return None, (
-            f"it was trained with {wanted}, the model built from "
-            f"the flags has {len(poolings)} GeM layers"
-        )
-
-    pairs = []
-
-    def add(entries, variables, part_name):
-        matched, reason = _pair(entries, variables, part_name)
-        if reason is None:
-            pairs.extend(matched)
-        return reason
-
-    blocks = _weighted_layers(trunk)
-    reason = None
-    if layout.trunk_is_flat:
-        trunk_parts = [(layout.trunk[0], saving_order(trunk), "trunk")]
-    else:
-        trunk_parts = [
-            (entries, saving_order(block), f"trunk block {block.name}")
-            for entries, block in zip(layout.trunk, blocks, strict=False)
-        ]
-    stored_trunk = [entry for entries in layout.trunk for entry in entries]
-    model_trunk = [(v.name, tuple(v.shape)) for v in saving_order(trunk)]
-    if len(blocks) != len(layout.trunk) and not layout.trunk_is_flat:
-        trunk_parts = []
-        reason = f"{len(layout.trunk)} trunk blocks, the model's has {len(blocks)}"
-    for entries, variables, part_name in trunk_parts:
-        reason = add(entries, variables, part_name)
-        if reason is not None:
-            break
+    reason = _count_mismatch(layout, parts)
     if reason is not None:
-        if sorted(shape for _, shape in stored_trunk) == sorted(s for _, s in model_trunk):
-            return None, f"{reason} (the model's arrays, in another order: saved partly frozen?)"
-        return None, (
-            "it was trained with another backbone: its trunk "
-            f"({_describe_shapes(stored_trunk)}) {_backbone_hint(layout)}, the trunk built from "
-            f"the flags has {_describe_shapes(model_trunk)}; pass the --backbone_model_name it "
-            f"was trained with ({FLIPREID_BACKBONES})"
-        )
-    stage_parts = [(layout.global_stage, saving_order(global_stage), "global stage 4")]
-    if reductions:
-        if regional_stage is None:
-            return None, "the model built from the flags has regions but no regional stage 4"
-        stage_parts.append(
-            (layout.regional_stage, saving_order(regional_stage), "regional stage 4")
-        )
-    elif layout.regional_stage:
-        return None, f"it holds a regional stage 4 but no regional reductions ({layout.file_kind})"
-    for index, layer in enumerate(reductions):
-        stage_parts.append((layout.reductions[index], saving_order(layer), f"{layer.name}"))
-    for index, layer in enumerate(poolings):
-        stage_parts.append((layout.poolings[index], saving_order(layer), f"{layer.name}"))
-    for entries, variables, part_name in stage_parts:
-        reason = add(entries, variables, part_name)
+        return None, reason
+    pairs = []
+    for pair_part in (_pair_trunk, _pair_stages, _pair_heads):
+        matched, reason = pair_part(layout, parts)
         if reason is not None:
-            return None, f"{reason} (pass the flags it was trained with in FlipReID)"
-
-    covered = {id(layer) for layer in [trunk, global_stage, regional_stage, *reductions]}
-    covered.update(id(layer) for layer in poolings)
-    if heads_model is not None:
-        if layout.heads is None:
-            return None, (
-                "it is a FlipReID inference_model.h5, which holds no classification heads"
-            )
-        heads = [
-            (
-                _find_layer(heads_model, f"{name}_neck"),
-                _find_layer(heads_model, f"{name}_classifier"),
-            )
-            for name in names
-        ]
-        if len(layout.heads) != len(heads) or any(None in head for head in heads):
-            return None, (
-                f"its classification model has {len(layout.heads)} heads, the model built from "
-                f"the flags has {len(names)} branches"
-            )
-        for (neck_entries, classifier_entries), (neck, classifier) in zip(
-            layout.heads, heads, strict=True
-        ):
-            classifier_variables = saving_order(classifier)
-            if classifier_entries and classifier_variables:
-                stored = classifier_entries[0][1]
-                wanted = tuple(classifier_variables[0].shape)
-                if stored[-1:] != wanted[-1:]:
-                    return None, (
-                        f"its classifiers have {stored[-1]} identities, the model built for "
-                        f"this dataset has {wanted[-1]}"
-                    )
-            for entries, variables, layer in (
-                (neck_entries, saving_order(neck), neck),
-                (classifier_entries, classifier_variables, classifier),
-            ):
-                reason = add(entries, variables, layer.name)
-                if reason is not None:
-                    return None, reason
-        covered.add(id(heads_model))
-    uncovered = [
-        layer.name
-        for layer in _weighted_layers(branch_model)
-        if id(layer) not in covered and layer is not heads_model
-    ]
+            return None, reason
+        pairs.extend(matched)
+    uncovered = _uncovered_layer_names(parts)
     if uncovered:
         return None, (
             f"the model built from the flags has layers that FlipReID files do not hold "
