@@ -120,6 +120,88 @@ def run_saved_model(saved_model_folder_path, images):
     return outputs[OUTPUT_NAME].numpy()
 
 
+def _export_file_paths(export_folder_path):
+    """(SavedModel folder, ONNX file, config file) of an export folder that holds no export yet.
+
+    Raises:
+        FileExistsError: one of them exists (nothing is overwritten).
+    """
+    paths = (
+        os.path.join(export_folder_path, SAVED_MODEL_FOLDER_NAME),
+        os.path.join(export_folder_path, ONNX_FILE_NAME),
+        os.path.join(export_folder_path, EXPORT_CONFIG_FILE_NAME),
+    )
+    for path in paths:
+        if os.path.exists(path):
+            raise FileExistsError(
+                f"{path} already exists and is left untouched; choose another export folder."
+            )
+    return paths
+
+
+def _checked_parity_images(parity_images):
+    """parity_images as a uint8 array (N, H, W, 3); ValueError naming the argument otherwise."""
+    parity_images = np.asarray(parity_images)
+    if parity_images.ndim != 4 or parity_images.shape[-1] != 3 or parity_images.dtype != np.uint8:
+        raise ValueError(
+            "parity_images must be uint8 RGB images (N, H, W, 3), got "
+            f"{parity_images.dtype} {parity_images.shape}."
+        )
+    return parity_images
+
+
+def _write_exports(module, saved_model_folder_path, onnx_file_path, opset, tf2onnx):
+    """Writes the module's serving signature as a SavedModel and as an ONNX file (tf2onnx)."""
+    logging.info("Writing the SavedModel to %s", saved_model_folder_path)
+    tf.saved_model.save(
+        module, saved_model_folder_path, signatures={"serving_default": module.serve}
+    )
+    logging.info("Converting to ONNX (opset %d): %s", opset, onnx_file_path)
+    tf2onnx.convert.from_function(
+        module.serve,
+        input_signature=module.serve.input_signature,
+        opset=opset,
+        output_path=onnx_file_path,
+    )
+
+
+def _export_config(module, summary, parity_images, embedding_dim, opset, tolerance):
+    """The content of export_config.json: input/output, image size, flip setting, parity."""
+    return {
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, None, None, 3]},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, embedding_dim]},
+        "image_height": module.image_height,
+        "image_width": module.image_width,
+        "use_horizontal_flipping": module.use_horizontal_flipping,
+        "onnx_opset": int(opset),
+        "parity": {
+            "num_images": summary["num_parity_images"],
+            "image_size": list(parity_images.shape[1:3]),
+            "onnx_max_abs_difference": summary["onnx_max_abs_difference"],
+            "saved_model_max_abs_difference": summary["saved_model_max_abs_difference"],
+            "tolerance": tolerance,
+        },
+    }
+
+
+def _check_parity(summary, tolerance, export_folder_path):
+    """Raises ExportParityError when an export differs from TensorFlow by more than tolerance."""
+    failures = [
+        f"{name} differs from TensorFlow by up to {difference:.3g}"
+        for name, difference in (
+            ("ONNX", summary["onnx_max_abs_difference"]),
+            ("SavedModel", summary["saved_model_max_abs_difference"]),
+        )
+        if not difference <= tolerance
+    ]
+    if failures:
+        raise ExportParityError(
+            f"Export parity check failed: {'; '.join(failures)} (tolerance {tolerance:g}, "
+            f"{summary['num_parity_images']} images). The files in {export_folder_path} are kept "
+            "for inspection; do not serve them."
+        )
+
+
 def export_inference_model(
     inference_model,
     export_folder_path,
@@ -152,38 +234,16 @@ def export_inference_model(
         FileExistsError: the folder already holds an export (nothing is overwritten).
         ExportParityError: a difference exceeds the tolerance (the files stay for inspection).
     """
-    import tf2onnx
+    import tf2onnx  # before any check or file: without the converter nothing is written
 
-    saved_model_folder_path = os.path.join(export_folder_path, SAVED_MODEL_FOLDER_NAME)
-    onnx_file_path = os.path.join(export_folder_path, ONNX_FILE_NAME)
-    config_file_path = os.path.join(export_folder_path, EXPORT_CONFIG_FILE_NAME)
-    for path in (saved_model_folder_path, onnx_file_path, config_file_path):
-        if os.path.exists(path):
-            raise FileExistsError(
-                f"{path} already exists and is left untouched; choose another export folder."
-            )
-    parity_images = np.asarray(parity_images)
-    if parity_images.ndim != 4 or parity_images.shape[-1] != 3 or parity_images.dtype != np.uint8:
-        raise ValueError(
-            "parity_images must be uint8 RGB images (N, H, W, 3), got "
-            f"{parity_images.dtype} {parity_images.shape}."
-        )
+    saved_model_folder_path, onnx_file_path, config_file_path = _export_file_paths(
+        export_folder_path
+    )
+    parity_images = _checked_parity_images(parity_images)
     os.makedirs(export_folder_path, exist_ok=True)
     module = ServingModule(inference_model, image_height, image_width, use_horizontal_flipping)
     reference = module.serve(tf.constant(parity_images))[OUTPUT_NAME].numpy()
-
-    logging.info("Writing the SavedModel to %s", saved_model_folder_path)
-    tf.saved_model.save(
-        module, saved_model_folder_path, signatures={"serving_default": module.serve}
-    )
-    logging.info("Converting to ONNX (opset %d): %s", opset, onnx_file_path)
-    tf2onnx.convert.from_function(
-        module.serve,
-        input_signature=module.serve.input_signature,
-        opset=opset,
-        output_path=onnx_file_path,
-    )
-
+    _write_exports(module, saved_model_folder_path, onnx_file_path, opset, tf2onnx)
     onnx_difference = _max_abs_difference(run_onnx_model(onnx_file_path, parity_images), reference)
     saved_model_difference = _max_abs_difference(
         run_saved_model(saved_model_folder_path, parity_images), reference
@@ -196,41 +256,12 @@ def export_inference_model(
         "saved_model_max_abs_difference": saved_model_difference,
         "num_parity_images": int(parity_images.shape[0]),
     }
+    config = _export_config(
+        module, summary, parity_images, int(reference.shape[1]), opset, tolerance
+    )
     with open(config_file_path, "w") as file:
-        json.dump(
-            {
-                "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, None, None, 3]},
-                "output": {
-                    "name": OUTPUT_NAME,
-                    "dtype": "float32",
-                    "shape": [None, int(reference.shape[1])],
-                },
-                "image_height": int(image_height),
-                "image_width": int(image_width),
-                "use_horizontal_flipping": bool(use_horizontal_flipping),
-                "onnx_opset": int(opset),
-                "parity": {
-                    "num_images": summary["num_parity_images"],
-                    "image_size": list(parity_images.shape[1:3]),
-                    "onnx_max_abs_difference": onnx_difference,
-                    "saved_model_max_abs_difference": saved_model_difference,
-                    "tolerance": tolerance,
-                },
-            },
-            file,
-            indent=2,
-        )
-    failures = [
-        f"{name} differs from TensorFlow by up to {difference:.3g}"
-        for name, difference in (("ONNX", onnx_difference), ("SavedModel", saved_model_difference))
-        if not difference <= tolerance
-    ]
-    if failures:
-        raise ExportParityError(
-            f"Export parity check failed: {'; '.join(failures)} (tolerance {tolerance:g}, "
-            f"{summary['num_parity_images']} images). The files in {export_folder_path} are kept "
-            "for inspection; do not serve them."
-        )
+        json.dump(config, file, indent=2)
+    _check_parity(summary, tolerance, export_folder_path)
     return summary
 
 
