@@ -1,17 +1,19 @@
 """Test-set evaluation of local-branch models and of mutually learned models.
 
-``evaluate_models`` is ``applications.model_evaluation.evaluate_model`` extended to:
+``evaluate_models`` takes a list of models (one model is a list of one) and is
+``applications.model_evaluation.evaluate_model`` extended to:
 - a model with a local branch (two outputs: embedding and stripe features): AlignedReID's six
   rows (``evaluation.aligned_evaluation``);
-- a list of models (mutual learning): each model evaluated on its own, its metrics under
+- several models (mutual learning): each model evaluated on its own, its metrics under
   ``model_<i>_`` (1-based), the best model's copied without prefix and ``best_model`` = its i;
 - ``normalize_feature`` (AlignedReID's ``--normalize_feature``): the global features, and each
   stripe, L2-normalised before any distance, as AlignedReID's test does.
-A single plain model without normalize_feature gives exactly evaluate_model's result.
+One plain model without normalize_feature gives exactly evaluate_model's result.
 Undecodable query and gallery images are left out with their records and returned by name under
 SKIPPED_QUERY_KEY and SKIPPED_GALLERY_KEY, with or without a local branch.
 """
 
+import dataclasses
 import time
 
 from applications.model_evaluation import (
@@ -38,6 +40,105 @@ def has_local_output(inference_model):
     return len(inference_model.outputs) == 2
 
 
+@dataclasses.dataclass(frozen=True)
+class _ExtractedTestSet:
+    """The features of a test set's decodable images, as the model gives them.
+
+    Attributes:
+        query: DataFrame of the decodable query images (their records only).
+        gallery: DataFrame of the decodable gallery images.
+        query_features: float32 (num_query, D), the global features.
+        gallery_features: float32 (num_gallery, D).
+        query_local: float32 (num_query, H_map, C) local features, None for a plain model.
+        gallery_local: float32 (num_gallery, H_map, C), or None.
+        skipped_query: list of str, the undecodable query files, in input order.
+        skipped_gallery: list of str, the undecodable gallery files.
+        images_per_second: float, images extracted per second.
+    """
+
+    query: object
+    gallery: object
+    query_features: object
+    gallery_features: object
+    query_local: object
+    gallery_local: object
+    skipped_query: list
+    skipped_gallery: list
+    images_per_second: float
+
+
+def _extract_test_set(inference_model, query, gallery, **extraction_options):
+    """_ExtractedTestSet of both splits (see extract_split_features for the options)."""
+    start_time = time.perf_counter()
+    query_outputs, query, skipped_query = extract_split_features(
+        inference_model, query, "query", **extraction_options
+    )
+    gallery_outputs, gallery, skipped_gallery = extract_split_features(
+        inference_model, gallery, "gallery", **extraction_options
+    )
+    images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
+    # A plain model has no local features (None).
+    query_features, query_local = (*query_outputs, None)[:2]
+    gallery_features, gallery_local = (*gallery_outputs, None)[:2]
+    return _ExtractedTestSet(
+        query,
+        gallery,
+        query_features,
+        gallery_features,
+        query_local,
+        gallery_local,
+        skipped_query,
+        skipped_gallery,
+        images_per_second,
+    )
+
+
+def _save_test_set(features_file_path, test_set):
+    """Writes the features as the model gives them (before any normalisation) to an npz."""
+    local_arrays = (
+        dict(
+            query_local_features=test_set.query_local,
+            gallery_local_features=test_set.gallery_local,
+        )
+        if test_set.query_local is not None
+        else {}
+    )
+    save_features_file(
+        features_file_path,
+        test_set.query,
+        test_set.gallery,
+        query_features=test_set.query_features,
+        gallery_features=test_set.gallery_features,
+        **local_arrays,
+    )
+
+
+def _score_test_set(test_set, *, normalize_feature, **options):
+    """A local-branch model's six rows, or the plain rows on L2-normalised features."""
+    ranking_inputs = (
+        test_set.query["identity_ID"].to_numpy(),
+        test_set.gallery["identity_ID"].to_numpy(),
+        test_set.query["camera_ID"].to_numpy(),
+        test_set.gallery["camera_ID"].to_numpy(),
+    )
+    if test_set.query_local is not None:
+        return evaluate_aligned_features(
+            test_set.query_features,
+            test_set.gallery_features,
+            test_set.query_local,
+            test_set.gallery_local,
+            *ranking_inputs,
+            normalize_features=normalize_feature,
+            **options,
+        )
+    return evaluate_features(
+        l2_normalize_features(test_set.query_features),
+        l2_normalize_features(test_set.gallery_features),
+        *ranking_inputs,
+        **options,
+    )
+
+
 def _evaluate_extracted_model(
     inference_model,
     query,
@@ -55,69 +156,28 @@ def _evaluate_extracted_model(
     verbose,
 ):
     """A local-branch model's six rows, or a plain model's rows on normalised features."""
-    start_time = time.perf_counter()
-    has_local = has_local_output(inference_model)
-    extraction_options = dict(
+    test_set = _extract_test_set(
+        inference_model,
+        query,
+        gallery,
         image_height=image_height,
         image_width=image_width,
         batch_size=batch_size,
         use_horizontal_flipping=use_horizontal_flipping,
         verbose=verbose,
     )
-    query_outputs, query, skipped_query = extract_split_features(
-        inference_model, query, "query", **extraction_options
-    )
-    gallery_outputs, gallery, skipped_gallery = extract_split_features(
-        inference_model, gallery, "gallery", **extraction_options
-    )
-    # A plain model has no local features (None).
-    query_features, query_local = (*query_outputs, None)[:2]
-    gallery_features, gallery_local = (*gallery_outputs, None)[:2]
-    images_per_second = (len(query) + len(gallery)) / (time.perf_counter() - start_time)
     if features_file_path is not None:
-        # The features as the model gives them (before any normalisation).
-        local_arrays = (
-            dict(query_local_features=query_local, gallery_local_features=gallery_local)
-            if has_local
-            else {}
-        )
-        save_features_file(
-            features_file_path,
-            query,
-            gallery,
-            query_features=query_features,
-            gallery_features=gallery_features,
-            **local_arrays,
-        )
-    ranking_inputs = (
-        query["identity_ID"].to_numpy(),
-        gallery["identity_ID"].to_numpy(),
-        query["camera_ID"].to_numpy(),
-        gallery["camera_ID"].to_numpy(),
+        _save_test_set(features_file_path, test_set)
+    metrics = _score_test_set(
+        test_set,
+        normalize_feature=normalize_feature,
+        distance_metric=distance_metric,
+        use_re_ranking=use_re_ranking,
+        cmc_config=cmc_config,
     )
-    options = dict(
-        distance_metric=distance_metric, use_re_ranking=use_re_ranking, cmc_config=cmc_config
-    )
-    if has_local:
-        metrics = evaluate_aligned_features(
-            query_features,
-            gallery_features,
-            query_local,
-            gallery_local,
-            *ranking_inputs,
-            normalize_features=normalize_feature,
-            **options,
-        )
-    else:
-        metrics = evaluate_features(
-            l2_normalize_features(query_features),
-            l2_normalize_features(gallery_features),
-            *ranking_inputs,
-            **options,
-        )
-    metrics["feature_extraction_images_per_second"] = float(images_per_second)
-    metrics[SKIPPED_QUERY_KEY] = skipped_query
-    metrics[SKIPPED_GALLERY_KEY] = skipped_gallery
+    metrics["feature_extraction_images_per_second"] = float(test_set.images_per_second)
+    metrics[SKIPPED_QUERY_KEY] = test_set.skipped_query
+    metrics[SKIPPED_GALLERY_KEY] = test_set.skipped_gallery
     return metrics
 
 
@@ -126,6 +186,26 @@ def _features_file_path_of(features_file_path, model_index):
         return None
     stem, extension = features_file_path.rsplit(".", 1)
     return f"{stem}_model_{model_index + 1}.{extension}"
+
+
+def _evaluate_one_model(inference_model, query, gallery, *, normalize_feature, **options):
+    """One model's metrics: evaluate_model's, or the local-branch / normalised rows."""
+    if has_local_output(inference_model) or normalize_feature:
+        return _evaluate_extracted_model(
+            inference_model, query, gallery, normalize_feature=normalize_feature, **options
+        )
+    return evaluate_model(inference_model, query, gallery, **options)
+
+
+def _with_best_model(per_model, use_re_ranking):
+    """The best model's metrics unprefixed, every model's under model_<i>_, and best_model."""
+    monitor = "re_ranking_mAP" if use_re_ranking else "mAP"
+    best = max(range(len(per_model)), key=lambda index: (per_model[index][monitor], -index))
+    metrics = dict(per_model[best])
+    for index, model_metrics in enumerate(per_model):
+        metrics.update({f"model_{index + 1}_{key}": v for key, v in model_metrics.items()})
+    metrics["best_model"] = best + 1
+    return metrics
 
 
 def evaluate_models(
@@ -144,10 +224,10 @@ def evaluate_models(
     normalize_feature=False,
     verbose=1,
 ):
-    """Evaluates one inference model or each of several (see the module docstring).
+    """Evaluates each of the inference models (see the module docstring).
 
     Args:
-        inference_models: a keras.Model (one or two outputs) or a list of them.
+        inference_models: list of keras.Model (one or two outputs); one model is a list of one.
         query: DataFrame with image_file_path, identity_ID and camera_ID.
         gallery: DataFrame with the same columns.
         image_height: int.
@@ -172,8 +252,11 @@ def evaluate_models(
         of the model with the best mAP, re-ranked mAP with re-ranking).
 
     Raises:
-        ValueError: no query or no gallery image could be decoded (the first files named).
+        ValueError: inference_models is empty, or no query or no gallery image could be
+            decoded (the first files named).
     """
+    if not inference_models:
+        raise ValueError("inference_models must list at least one model, got none.")
     options = dict(
         image_height=image_height,
         image_width=image_width,
@@ -182,39 +265,24 @@ def evaluate_models(
         distance_metric=distance_metric,
         use_re_ranking=use_re_ranking,
         cmc_config=cmc_config,
+        normalize_feature=normalize_feature,
         verbose=verbose,
     )
-    if isinstance(inference_models, (list, tuple)):
-        per_model = [
-            evaluate_models(
-                model,
-                query,
-                gallery,
-                features_file_path=_features_file_path_of(features_file_path, index),
-                normalize_feature=normalize_feature,
-                **options,
-            )
-            for index, model in enumerate(inference_models)
-        ]
-        monitor = "re_ranking_mAP" if use_re_ranking else "mAP"
-        best = max(range(len(per_model)), key=lambda index: (per_model[index][monitor], -index))
-        metrics = dict(per_model[best])
-        for index, model_metrics in enumerate(per_model):
-            metrics.update({f"model_{index + 1}_{key}": v for key, v in model_metrics.items()})
-        metrics["best_model"] = best + 1
-        return metrics
-    if has_local_output(inference_models) or normalize_feature:
-        return _evaluate_extracted_model(
-            inference_models,
+    if len(inference_models) == 1:
+        return _evaluate_one_model(
+            inference_models[0], query, gallery, features_file_path=features_file_path, **options
+        )
+    per_model = [
+        _evaluate_one_model(
+            model,
             query,
             gallery,
-            features_file_path=features_file_path,
-            normalize_feature=normalize_feature,
+            features_file_path=_features_file_path_of(features_file_path, index),
             **options,
         )
-    return evaluate_model(
-        inference_models, query, gallery, features_file_path=features_file_path, **options
-    )
+        for index, model in enumerate(inference_models)
+    ]
+    return _with_best_model(per_model, use_re_ranking)
 
 
 def _model_metrics(metrics, model_number):

@@ -167,11 +167,6 @@ class RunData:
     skipped_images: dict
 
 
-def _evaluated(inference_models):
-    # evaluate_models scores one model as such, and a list as models trained jointly.
-    return inference_models if len(inference_models) > 1 else inference_models[0]
-
-
 def _write_json(file_path, content):
     # Atomic: a run killed while writing never leaves half a file.
     atomic_write_json(file_path, content)
@@ -467,7 +462,7 @@ class _TestSetEvaluator:
         model, evaluation = self.config.model, self.config.evaluation
         print(f"\nEvaluating on {label}{len(query)} query and {len(gallery)} gallery images ...")
         return evaluate_models(
-            _evaluated(self.evaluation_models()),
+            self.evaluation_models(),
             query,
             gallery,
             image_height=model.image_height,

@@ -47,7 +47,7 @@ def test_local_branch_evaluation_leaves_the_corrupt_images_out(tmp_path):
     )
     features_file_path = str(tmp_path / "features.npz")
     metrics = evaluate_models(
-        inference_model,
+        [inference_model],
         query,
         gallery,
         image_height=IMAGE_HEIGHT,
@@ -113,7 +113,7 @@ def test_normalize_feature_normalises_the_global_features_at_test_time(tmp_path,
     extra = dict(use_local_branch=True, local_feature_dim=8) if use_local_branch else {}
     _, inference_model = build_flipreid_models("resnet18", IMAGE_HEIGHT, IMAGE_WIDTH, 3, **extra)
     metrics = evaluate_models(
-        inference_model,
+        [inference_model],
         query,
         gallery,
         image_height=IMAGE_HEIGHT,
