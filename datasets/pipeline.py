@@ -177,6 +177,147 @@ def _first_decodable(candidate_paths_fn, num_candidates, image_height, image_wid
     return candidates.map(attempt).ignore_errors().take(1)
 
 
+class _TrainingRows:
+    """Loads the sampler's rows: each image, or the first other image of its identity that decodes.
+
+    A row whose image cannot be decoded takes the next image of the same identity in
+    ``_ReplacementOrder``; every failed file is recorded in ``skipped_images``.
+
+    Args:
+        image_file_paths: N image file paths (str).
+        labels: int (N,) identity labels.
+        seed: seed of the replacement order.
+        image_height: H of the output images.
+        image_width: W of the output images.
+        skipped_images: where undecodable files are recorded; None records into a private log.
+    """
+
+    def __init__(self, image_file_paths, labels, seed, image_height, image_width, skipped_images):
+        self.image_file_paths = image_file_paths
+        self.labels = labels
+        self.image_height = image_height
+        self.image_width = image_width
+        if skipped_images is None:
+            skipped_images = SkippedImageLog("training images")
+        self.skipped_images = skipped_images
+        self.replacements = _ReplacementOrder(labels, seed)
+        self._path_table = tf.constant(image_file_paths, tf.string)
+        self._label_table = tf.constant(labels.astype(np.int32), tf.int32)
+        self._members = tf.constant(self.replacements.members)
+        self._starts, self._sizes, self._places = (
+            tf.constant(values)
+            for values in (self.replacements.start, self.replacements.size, self.replacements.place)
+        )
+
+    def decoded_batches(self, sampler, initial_batch_index, num_workers, num_parallel_calls):
+        """The sampler's batches from ``initial_batch_index`` on, decoded and resized.
+
+        Returns:
+            A dataset of (int64 (P*K,) stream positions, uint8 (P*K, H, W, 3) images,
+            int32 (P*K,) labels).
+        """
+        batch_size = sampler.batch_size
+        dataset = tf.data.Dataset.from_generator(
+            lambda: sampler.iterate(start_batch_index=initial_batch_index),
+            output_signature=tf.TensorSpec(shape=(batch_size,), dtype=tf.int32),
+        )
+        dataset = dataset.unbatch().enumerate(start=initial_batch_index * batch_size)
+        # Ordered output keeps the sampler's P x K rows: each row yields exactly one element, and
+        # a deterministic interleave hands them on in input order. The small dataset per row,
+        # which lets a failed decode drop only that attempt, cost about 25 % more CPU per image
+        # than a plain map here (400-470 vs 500-560 us at 256x128, before augmentation).
+        dataset = dataset.interleave(
+            self._load,
+            cycle_length=None if num_workers is None else num_workers,
+            block_length=1,
+            num_parallel_calls=num_parallel_calls,
+            deterministic=True,
+        )
+        return dataset.batch(batch_size, drop_remainder=True).map(self._drop_bookkeeping)
+
+    def _load(self, position, index):
+        # position: the image's place in the endless stream (batch number * P*K + row); it
+        # seeds the image's augmentation.
+        start, size, place = self._starts[index], self._sizes[index], self._places[index]
+
+        def candidate_path(rank):
+            offset = (place + tf.cast(rank, tf.int32)) % size
+            return tf.gather(self._path_table, self._members[start + offset])
+
+        attempts = _first_decodable(candidate_path, size, self.image_height, self.image_width)
+        return attempts.map(
+            lambda rank, image, found: (position, index, rank, image, self._label_table[index])
+        )
+
+    def _record_skipped(self, indices, ranks):
+        # Rows whose first candidates failed: each failed file is recorded (once per file).
+        replacements, image_file_paths = self.replacements, self.image_file_paths
+        for index, rank in zip(indices.tolist(), ranks.tolist(), strict=True):
+            for failed_rank in range(min(rank, int(replacements.size[index]))):
+                self.skipped_images.record(
+                    image_file_paths[replacements.candidate(index, failed_rank)], UNDECODABLE
+                )
+            if rank >= replacements.size[index]:
+                self.skipped_images.record(
+                    f"identity label {self.labels[index]} ({image_file_paths[index]} and its "
+                    f"{replacements.size[index] - 1} other images)",
+                    NO_DECODABLE_IMAGE,
+                )
+        return ranks
+
+    def _drop_bookkeeping(self, positions, indices, ranks, images, batch_labels):
+        # One Python call per batch, and only for a batch that met a bad file.
+        ranks = tf.cond(
+            tf.reduce_any(ranks > 0),
+            lambda: tf.numpy_function(
+                self._record_skipped, [indices, ranks], tf.int64, stateful=True
+            ),
+            lambda: ranks,
+        )
+        with tf.control_dependencies([ranks]):
+            batch_labels = tf.identity(batch_labels)
+        return positions, images, batch_labels
+
+
+def _augmented_batches(dataset, augmentor, seed, num_parallel_calls, deterministic):
+    """(positions, images, labels) batches -> (images, labels), augmented unless augmentor is None.
+
+    Args:
+        dataset: batches from ``_TrainingRows.decoded_batches``.
+        augmentor: an AlbumentationsAugmentor, or None for no augmentation.
+        seed: the run's seed; image i of a batch is augmented with (seed, positions[i]).
+        num_parallel_calls: parallelism of the augmentation map.
+        deterministic: True keeps the batches in order.
+
+    Returns:
+        A dataset of (uint8 (P*K, H, W, 3) images, int32 (P*K,) labels).
+    """
+    if augmentor is None:
+        return dataset.map(lambda positions, images, labels: (images, labels))
+
+    def augment(positions, images, labels):
+        augmented = tf.numpy_function(
+            augmentor.augment_batch, [images, positions, seed], tf.uint8, stateful=False
+        )
+        augmented.set_shape(images.shape)
+        return augmented, labels
+
+    # One tf.numpy_function call per batch: per-image calls measured 4-5x slower, the hand-over
+    # between TF threads and the GIL dominating the ~0.6 ms of augmentation.
+    return dataset.map(augment, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
+
+def _matching_files_and_labels(image_file_paths, labels):
+    """The paths as a list of str and the labels as an array; rejects different lengths."""
+    image_file_paths = [str(path) for path in image_file_paths]
+    labels = np.asarray(labels)
+    if len(image_file_paths) != len(labels):
+        raise ValueError(
+            f"Got {len(image_file_paths)} image files but {len(labels)} labels; they must match."
+        )
+    return image_file_paths, labels
+
+
 def build_training_dataset(
     image_file_paths: Sequence[str],
     labels: Sequence[int] | np.ndarray,
@@ -241,12 +382,7 @@ def build_training_dataset(
         ValueError: fewer identities than --identity_num_per_batch, mismatched lengths, a bad
             num_workers or image size.
     """
-    image_file_paths = [str(path) for path in image_file_paths]
-    labels = np.asarray(labels)
-    if len(image_file_paths) != len(labels):
-        raise ValueError(
-            f"Got {len(image_file_paths)} image files but {len(labels)} labels; they must match."
-        )
+    image_file_paths, labels = _matching_files_and_labels(image_file_paths, labels)
     _check_image_size(image_height, image_width)
     num_parallel_calls = _check_num_workers(num_workers)
     sampler = build_identity_sampler(
@@ -256,8 +392,7 @@ def build_training_dataset(
         image_num_per_identity=image_num_per_identity,
         seed=seed,
     )
-    batch_size = sampler.batch_size
-    augment_batch = None
+    augmentor = None
     if use_data_augmentation:
         # Validates the arguments now rather than on first use inside the pipeline.
         augmentor = AlbumentationsAugmentor(
@@ -272,92 +407,9 @@ def build_training_dataset(
             crop_ratio=crop_ratio,
             ratio_crop_probability=ratio_crop_probability,
         )
-
-        def augment_batch(positions, images):
-            images = tf.numpy_function(
-                augmentor.augment_batch, [images, positions, seed], tf.uint8, stateful=False
-            )
-            images.set_shape([batch_size, image_height, image_width, 3])
-            return images
-
-    if skipped_images is None:
-        skipped_images = SkippedImageLog("training images")
-    replacements = _ReplacementOrder(labels, seed)
-    path_table = tf.constant(image_file_paths, tf.string)
-    label_table = tf.constant(labels.astype(np.int32), tf.int32)
-    members = tf.constant(replacements.members)
-    starts, sizes, places = (
-        tf.constant(values)
-        for values in (replacements.start, replacements.size, replacements.place)
-    )
-
-    def load(position, index):
-        # position: the image's place in the endless stream (batch number * P*K + row); it
-        # seeds the image's augmentation.
-        start, size, place = starts[index], sizes[index], places[index]
-
-        def candidate_path(rank):
-            offset = (place + tf.cast(rank, tf.int32)) % size
-            return tf.gather(path_table, members[start + offset])
-
-        attempts = _first_decodable(candidate_path, size, image_height, image_width)
-        return attempts.map(
-            lambda rank, image, found: (position, index, rank, image, label_table[index])
-        )
-
-    def record_skipped(indices, ranks):
-        # Rows whose first candidates failed: each failed file is recorded (once per file).
-        for index, rank in zip(indices.tolist(), ranks.tolist(), strict=True):
-            for failed_rank in range(min(rank, int(replacements.size[index]))):
-                skipped_images.record(
-                    image_file_paths[replacements.candidate(index, failed_rank)], UNDECODABLE
-                )
-            if rank >= replacements.size[index]:
-                skipped_images.record(
-                    f"identity label {labels[index]} ({image_file_paths[index]} and its "
-                    f"{replacements.size[index] - 1} other images)",
-                    NO_DECODABLE_IMAGE,
-                )
-        return ranks
-
-    def drop_bookkeeping(positions, indices, ranks, images, batch_labels):
-        # One Python call per batch, and only for a batch that met a bad file.
-        ranks = tf.cond(
-            tf.reduce_any(ranks > 0),
-            lambda: tf.numpy_function(record_skipped, [indices, ranks], tf.int64, stateful=True),
-            lambda: ranks,
-        )
-        with tf.control_dependencies([ranks]):
-            batch_labels = tf.identity(batch_labels)
-        return positions, images, batch_labels
-
-    dataset = tf.data.Dataset.from_generator(
-        lambda: sampler.iterate(start_batch_index=initial_batch_index),
-        output_signature=tf.TensorSpec(shape=(batch_size,), dtype=tf.int32),
-    )
-    dataset = dataset.unbatch().enumerate(start=initial_batch_index * batch_size)
-    # Ordered output keeps the sampler's P x K rows: each row yields exactly one element, and a
-    # deterministic interleave hands them on in input order. The small dataset per row, which
-    # lets a failed decode drop only that attempt, cost about 25 % more CPU per image than a
-    # plain map here (400-470 vs 500-560 us at 256x128, before augmentation).
-    dataset = dataset.interleave(
-        load,
-        cycle_length=None if num_workers is None else num_workers,
-        block_length=1,
-        num_parallel_calls=num_parallel_calls,
-        deterministic=True,
-    )
-    dataset = dataset.batch(batch_size, drop_remainder=True).map(drop_bookkeeping)
-    if augment_batch is not None:
-        # One tf.numpy_function call per batch: per-image calls measured 4-5x slower, the
-        # hand-over between TF threads and the GIL dominating the ~0.6 ms of augmentation.
-        dataset = dataset.map(
-            lambda positions, images, labels_: (augment_batch(positions, images), labels_),
-            num_parallel_calls=num_parallel_calls,
-            deterministic=deterministic,
-        )
-    else:
-        dataset = dataset.map(lambda positions, images, labels_: (images, labels_))
+    rows = _TrainingRows(image_file_paths, labels, seed, image_height, image_width, skipped_images)
+    dataset = rows.decoded_batches(sampler, initial_batch_index, num_workers, num_parallel_calls)
+    dataset = _augmented_batches(dataset, augmentor, seed, num_parallel_calls, deterministic)
     return _with_num_workers(dataset.prefetch(tf.data.AUTOTUNE), num_workers)
 
 
