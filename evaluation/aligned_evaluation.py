@@ -8,6 +8,8 @@ gallery-gallery distances too, which are computed tile by tile (``symmetric_neig
 memory stays bounded as for the global row: no (num_query + num_gallery)^2 matrix is ever held.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from evaluation.aligned_distance import aligned_distance_pairwise, prepare_stripes
@@ -188,6 +190,105 @@ def l2_normalize_stripes(local_features):
     return l2_normalize_features(local_features)
 
 
+class _RankingProtocol:
+    """Scores distance matrices against fixed identities and cameras with one CMC protocol.
+
+    Args:
+        ranking_inputs: (query_identity_IDs, gallery_identity_IDs, query_camera_IDs,
+            gallery_camera_IDs), int array-likes.
+        rank_list: sequence of int, the CMC ranks to report.
+        cmc_config: str, the CMC protocol.
+    """
+
+    def __init__(self, ranking_inputs, rank_list, cmc_config):
+        self.ranking_inputs = tuple(np.asarray(values) for values in ranking_inputs)
+        self.rank_list = rank_list
+        self.cmc_config = cmc_config
+
+    def score(self, distmat, prefix):
+        """(dict prefix + metric -> float, RankingResult) of a (num_query, num_gallery) matrix."""
+        return _row_metrics(distmat, self.ranking_inputs, self.rank_list, self.cmc_config, prefix)
+
+
+class _AlignedSide(NamedTuple):
+    """The query or the gallery side: global embeddings and prepared stripe features."""
+
+    features: np.ndarray
+    local: tuple
+
+
+def _plain_rows(query, gallery, distance_metric, protocol):
+    """Scores the global, local and global + local rows on the plain distances.
+
+    Args:
+        query: _AlignedSide of the queries.
+        gallery: _AlignedSide of the gallery.
+        distance_metric: str, the global distance.
+        protocol: _RankingProtocol.
+
+    Returns:
+        (metrics dict, the global row's RankingResult, float32 (num_query, num_gallery) local
+        distances, which the re-ranked rows reuse).
+    """
+    global_distances = compute_distance_matrix(
+        query.features, gallery.features, metric=distance_metric
+    )
+    local_distances = _local_distance(query.local, gallery.local)
+    metrics, result = protocol.score(global_distances, "global_")
+    metrics.update(protocol.score(local_distances, "local_")[0])
+    combined_distances = global_distances + local_distances
+    del global_distances
+    metrics.update(protocol.score(combined_distances, "global_local_")[0])
+    return metrics, result, local_distances
+
+
+def _re_ranked_global_local(query, gallery, local_distances, distance_metric):
+    """k-reciprocal re-ranking of the global + local distance; float32 (num_query, num_gallery)."""
+    query_global = prepare_features(query.features, distance_metric, "query_features")
+    gallery_global = prepare_features(gallery.features, distance_metric, "gallery_features")
+    pairwise, row_pairs = _combined_functions(distance_metric, len(query_global))
+    # The query-gallery part is the plain row's sum again: not computed a second time.
+    combined_distances = compute_distance_matrix(
+        query.features, gallery.features, metric=distance_metric
+    )
+    combined_distances += local_distances
+    return re_ranking_with_pairwise(
+        query_global + query.local,
+        gallery_global + gallery.local,
+        pairwise,
+        row_pairs,
+        query_gallery_distances=combined_distances,
+    )
+
+
+def _re_ranked_rows(query, gallery, local_distances, distance_metric, protocol):
+    """Scores the three rows on their k-reciprocal re-ranked distances.
+
+    Args:
+        query: _AlignedSide of the queries.
+        gallery: _AlignedSide of the gallery.
+        local_distances: float32 (num_query, num_gallery), the plain local distances.
+        distance_metric: str, the global distance.
+        protocol: _RankingProtocol.
+
+    Returns:
+        dict of the *_re_ranking_* metrics.
+    """
+    re_ranked = re_ranking_from_features(query.features, gallery.features, metric=distance_metric)
+    metrics = protocol.score(re_ranked, "global_re_ranking_")[0]
+    re_ranked = re_ranking_with_pairwise(
+        query.local,
+        gallery.local,
+        _local_distance,
+        aligned_distance_row_pairs,
+        query_gallery_distances=local_distances,
+    )
+    metrics.update(protocol.score(re_ranked, "local_re_ranking_")[0])
+    re_ranked = _re_ranked_global_local(query, gallery, local_distances, distance_metric)
+    metrics.update(protocol.score(re_ranked, "global_local_re_ranking_")[0])
+    return metrics
+
+
 def evaluate_aligned_features(
     query_features,
     gallery_features,
@@ -230,14 +331,10 @@ def evaluate_aligned_features(
         repeated without prefix (rank{k}, mAP, mINP, re_ranking_*), as evaluate_features names
         it, with num_valid_queries and num_excluded_queries.
     """
-    ranking_inputs = tuple(
-        np.asarray(values)
-        for values in (
-            query_identity_IDs,
-            gallery_identity_IDs,
-            query_camera_IDs,
-            gallery_camera_IDs,
-        )
+    protocol = _RankingProtocol(
+        (query_identity_IDs, gallery_identity_IDs, query_camera_IDs, gallery_camera_IDs),
+        rank_list,
+        cmc_config,
     )
     if normalize_features:
         query_features = l2_normalize_features(query_features)
@@ -247,62 +344,11 @@ def evaluate_aligned_features(
         gallery_local_features = l2_normalize_stripes(gallery_local_features)
     query_local = prepare_stripes(query_local_features, np.float32, "query_local_features")
     gallery_local = prepare_stripes(gallery_local_features, np.float32, "gallery_local_features")
-
-    global_distances = compute_distance_matrix(
-        query_features, gallery_features, metric=distance_metric
-    )
-    local_distances = _local_distance(query_local, gallery_local)
-    metrics = {}
-    global_metrics, result = _row_metrics(
-        global_distances, ranking_inputs, rank_list, cmc_config, "global_"
-    )
-    metrics.update(global_metrics)
-    metrics.update(
-        _row_metrics(local_distances, ranking_inputs, rank_list, cmc_config, "local_")[0]
-    )
-    combined_distances = global_distances + local_distances
-    del global_distances
-    metrics.update(
-        _row_metrics(combined_distances, ranking_inputs, rank_list, cmc_config, "global_local_")[0]
-    )
-    del combined_distances
+    query = _AlignedSide(query_features, query_local)
+    gallery = _AlignedSide(gallery_features, gallery_local)
+    metrics, result, local_distances = _plain_rows(query, gallery, distance_metric, protocol)
     if use_re_ranking:
-        re_ranked = re_ranking_from_features(
-            query_features, gallery_features, metric=distance_metric
-        )
-        metrics.update(
-            _row_metrics(re_ranked, ranking_inputs, rank_list, cmc_config, "global_re_ranking_")[0]
-        )
-        re_ranked = re_ranking_with_pairwise(
-            query_local,
-            gallery_local,
-            _local_distance,
-            aligned_distance_row_pairs,
-            query_gallery_distances=local_distances,
-        )
-        metrics.update(
-            _row_metrics(re_ranked, ranking_inputs, rank_list, cmc_config, "local_re_ranking_")[0]
-        )
-        query_global = prepare_features(query_features, distance_metric, "query_features")
-        gallery_global = prepare_features(gallery_features, distance_metric, "gallery_features")
-        pairwise, row_pairs = _combined_functions(distance_metric, len(query_global))
-        # The query-gallery part is the plain row's sum again: not computed a second time.
-        combined_distances = compute_distance_matrix(
-            query_features, gallery_features, metric=distance_metric
-        )
-        combined_distances += local_distances
-        re_ranked = re_ranking_with_pairwise(
-            query_global + query_local,
-            gallery_global + gallery_local,
-            pairwise,
-            row_pairs,
-            query_gallery_distances=combined_distances,
-        )
-        metrics.update(
-            _row_metrics(
-                re_ranked, ranking_inputs, rank_list, cmc_config, "global_local_re_ranking_"
-            )[0]
-        )
+        metrics.update(_re_ranked_rows(query, gallery, local_distances, distance_metric, protocol))
     # The global row under evaluate_features' names, which training monitors and logs.
     for key in list(metrics):
         if key.startswith("global_") and not key.startswith("global_local_"):
