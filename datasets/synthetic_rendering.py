@@ -10,6 +10,7 @@ resolution, blurs and adds noise. Pure NumPy and OpenCV; colours are BGR.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -188,45 +189,84 @@ def _fill_torso(image: np.ndarray, layout: BodyLayout, traits: IdentityTraits, b
     region[mask] = traits.pattern_colour
 
 
-def draw_person(
-    image: np.ndarray, traits: IdentityTraits, layout: BodyLayout, variation: ImageVariation
-) -> None:
-    """Draws one person into ``image`` (uint8 BGR, in place), parts back to front."""
-    x0, neck_y, x1, hip_y = layout.torso_box
-    centre_x, torso_width = layout.centre_x, layout.torso_width
-    head_radius, foot_y = layout.head_radius, layout.foot_y
-    leg_length = foot_y - hip_y
-    back = variation.facing_back
-    limb = max(2, int(round(torso_width * 0.25)))
-    head_centre = _point(centre_x, neck_y - head_radius)
-    head_axes = (max(1, int(round(head_radius * 0.85))), max(1, int(round(head_radius))))
+@dataclasses.dataclass(frozen=True)
+class _Figure:
+    """The pixel geometry of one person that the drawing stages share, before mirroring."""
 
+    x0: float
+    x1: float
+    neck_y: float
+    hip_y: float
+    foot_y: float
+    centre_x: float
+    torso_width: float
+    head_radius: float
+    body_height: float
+    leg_length: float
+    limb: int
+    head_centre: tuple[int, int]
+    head_axes: tuple[int, int]
+    back: bool
+    leg_phase: float
+    arm_phase: float
+
+    @classmethod
+    def of(cls, layout: BodyLayout, variation: ImageVariation) -> _Figure:
+        """The figure of ``layout`` in the pose and view of ``variation``."""
+        x0, neck_y, x1, hip_y = layout.torso_box
+        head_radius = layout.head_radius
+        return cls(
+            x0=x0,
+            x1=x1,
+            neck_y=neck_y,
+            hip_y=hip_y,
+            foot_y=layout.foot_y,
+            centre_x=layout.centre_x,
+            torso_width=layout.torso_width,
+            head_radius=head_radius,
+            body_height=layout.body_height,
+            leg_length=layout.foot_y - hip_y,
+            limb=max(2, int(round(layout.torso_width * 0.25))),
+            head_centre=_point(layout.centre_x, neck_y - head_radius),
+            head_axes=(max(1, int(round(head_radius * 0.85))), max(1, int(round(head_radius)))),
+            back=variation.facing_back,
+            leg_phase=variation.leg_phase,
+            arm_phase=variation.arm_phase,
+        )
+
+
+def _draw_behind_body(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints what lies behind the body: long hair, and a backpack seen from the front."""
     if traits.hair_style == "long":
         # Long hair falls behind the shoulders.
         cv2.rectangle(
             image,
-            _point(centre_x - head_radius * 0.9, neck_y - head_radius),
-            _point(centre_x + head_radius * 0.9, neck_y + head_radius * 1.6),
+            _point(figure.centre_x - figure.head_radius * 0.9, figure.neck_y - figure.head_radius),
+            _point(
+                figure.centre_x + figure.head_radius * 0.9, figure.neck_y + figure.head_radius * 1.6
+            ),
             traits.hair_colour,
             -1,
         )
-    if traits.bag == "backpack" and not back:
+    if traits.bag == "backpack" and not figure.back:
         # From the front a backpack shows beside the torso.
-        side_x = centre_x + traits.bag_side * torso_width * 0.45
+        side_x = figure.centre_x + traits.bag_side * figure.torso_width * 0.45
         cv2.rectangle(
             image,
-            _point(side_x - torso_width * 0.2, neck_y + head_radius * 0.5),
-            _point(side_x + torso_width * 0.2, hip_y - head_radius),
+            _point(side_x - figure.torso_width * 0.2, figure.neck_y + figure.head_radius * 0.5),
+            _point(side_x + figure.torso_width * 0.2, figure.hip_y - figure.head_radius),
             traits.bag_colour,
             -1,
         )
 
-    # Legs: trousers all the way down, shorts and skirts show skin below.
+
+def _draw_legs(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints both legs and shoes: trousers all the way down, shorts and skirts show skin."""
+    centre_x, torso_width, limb = figure.centre_x, figure.torso_width, figure.limb
+    hip_y, foot_y, leg_length = figure.hip_y, figure.foot_y, figure.leg_length
     for side in (-1, 1):
         hip = _point(centre_x + side * torso_width * 0.22, hip_y)
-        foot_x = (
-            centre_x + side * torso_width * 0.22 + side * variation.leg_phase * leg_length * 0.2
-        )
+        foot_x = centre_x + side * torso_width * 0.22 + side * figure.leg_phase * leg_length * 0.2
         foot = _point(foot_x, foot_y)
         if traits.lower_type == "trousers":
             cv2.line(image, hip, foot, traits.lower_colour, limb + 1, _LINE)
@@ -247,6 +287,12 @@ def draw_person(
             -1,
             _LINE,
         )
+
+
+def _draw_lower_garment(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints the skirt, or the waist of the shorts or trousers, below the torso."""
+    x0, x1, hip_y = figure.x0, figure.x1, figure.hip_y
+    torso_width, leg_length = figure.torso_width, figure.leg_length
     if traits.lower_type == "skirt":
         skirt = np.array(
             [
@@ -258,33 +304,27 @@ def draw_person(
             np.int32,
         )
         cv2.fillConvexPoly(image, skirt, traits.lower_colour, _LINE)
-    elif traits.lower_type == "shorts":
-        cv2.rectangle(
-            image,
-            _point(x0 + torso_width * 0.05, hip_y - 1),
-            _point(x1 - torso_width * 0.05, hip_y + leg_length * 0.15),
-            traits.lower_colour,
-            -1,
-        )
-    else:
-        cv2.rectangle(
-            image,
-            _point(x0 + torso_width * 0.05, hip_y - 1),
-            _point(x1 - torso_width * 0.05, hip_y + leg_length * 0.1),
-            traits.lower_colour,
-            -1,
-        )
+        return
+    waist_depth = 0.15 if traits.lower_type == "shorts" else 0.1
+    cv2.rectangle(
+        image,
+        _point(x0 + torso_width * 0.05, hip_y - 1),
+        _point(x1 - torso_width * 0.05, hip_y + leg_length * waist_depth),
+        traits.lower_colour,
+        -1,
+    )
 
-    _fill_torso(image, layout, traits, back)
 
-    # Arms: sleeves in the clothing colour; short sleeves leave the forearm bare.
+def _draw_arms(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints both arms: sleeves in the clothing colour; short sleeves leave the forearm bare."""
+    centre_x, torso_width, limb = figure.centre_x, figure.torso_width, figure.limb
     for side in (-1, 1):
-        shoulder = (centre_x + side * torso_width * 0.5, neck_y + limb * 0.5)
+        shoulder = (centre_x + side * torso_width * 0.5, figure.neck_y + limb * 0.5)
         hand = (
             centre_x
             + side * torso_width * 0.62
-            + side * variation.arm_phase * layout.body_height * 0.06,
-            hip_y + leg_length * 0.1,
+            + side * figure.arm_phase * figure.body_height * 0.06,
+            figure.hip_y + figure.leg_length * 0.1,
         )
         elbow = ((shoulder[0] + hand[0]) / 2, (shoulder[1] + hand[1]) / 2)
         if traits.sleeves == "long":
@@ -296,56 +336,76 @@ def draw_person(
             cv2.line(image, _point(*shoulder), _point(*elbow), traits.upper_colour, limb, _LINE)
         cv2.circle(image, _point(*hand), max(1, limb // 2), traits.skin_colour, -1, _LINE)
 
-    if traits.bag == "backpack":
-        if back:
-            cv2.rectangle(
-                image,
-                _point(x0 + torso_width * 0.12, neck_y + head_radius * 0.4),
-                _point(x1 - torso_width * 0.12, hip_y - head_radius * 0.2),
-                traits.bag_colour,
-                -1,
-            )
-        else:
-            for side in (-1, 1):
-                strap_x = centre_x + side * torso_width * 0.28
-                cv2.line(
-                    image,
-                    _point(strap_x, neck_y),
-                    _point(strap_x, neck_y + (hip_y - neck_y) * 0.6),
-                    traits.bag_colour,
-                    max(1, limb // 3),
-                )
-    elif traits.bag == "shoulder_bag":
-        bag_x = centre_x + traits.bag_side * torso_width * 0.62
+
+def _draw_backpack(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints the backpack over the torso from the back, its straps from the front."""
+    if figure.back:
+        cv2.rectangle(
+            image,
+            _point(figure.x0 + figure.torso_width * 0.12, figure.neck_y + figure.head_radius * 0.4),
+            _point(figure.x1 - figure.torso_width * 0.12, figure.hip_y - figure.head_radius * 0.2),
+            traits.bag_colour,
+            -1,
+        )
+        return
+    for side in (-1, 1):
+        strap_x = figure.centre_x + side * figure.torso_width * 0.28
         cv2.line(
             image,
-            _point(centre_x - traits.bag_side * torso_width * 0.4, neck_y),
-            _point(bag_x, hip_y),
+            _point(strap_x, figure.neck_y),
+            _point(strap_x, figure.neck_y + (figure.hip_y - figure.neck_y) * 0.6),
             traits.bag_colour,
-            max(1, limb // 3),
-            _LINE,
-        )
-        cv2.rectangle(
-            image,
-            _point(bag_x - torso_width * 0.22, hip_y - head_radius * 0.5),
-            _point(bag_x + torso_width * 0.22, hip_y + head_radius * 1.8),
-            traits.bag_colour,
-            -1,
-        )
-    elif traits.bag == "handbag":
-        hand_x = centre_x + traits.bag_side * (
-            torso_width * 0.62 + variation.arm_phase * traits.bag_side * layout.body_height * 0.06
-        )
-        hand_y = hip_y + leg_length * 0.1
-        cv2.rectangle(
-            image,
-            _point(hand_x - torso_width * 0.18, hand_y),
-            _point(hand_x + torso_width * 0.18, hand_y + head_radius * 2.2),
-            traits.bag_colour,
-            -1,
+            max(1, figure.limb // 3),
         )
 
-    # Head: face and hair from the front, hair only from the back; then the hat.
+
+def _draw_shoulder_bag(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints a shoulder bag at the hip and its strap across the chest."""
+    centre_x, torso_width, hip_y = figure.centre_x, figure.torso_width, figure.hip_y
+    bag_x = centre_x + traits.bag_side * torso_width * 0.62
+    cv2.line(
+        image,
+        _point(centre_x - traits.bag_side * torso_width * 0.4, figure.neck_y),
+        _point(bag_x, hip_y),
+        traits.bag_colour,
+        max(1, figure.limb // 3),
+        _LINE,
+    )
+    cv2.rectangle(
+        image,
+        _point(bag_x - torso_width * 0.22, hip_y - figure.head_radius * 0.5),
+        _point(bag_x + torso_width * 0.22, hip_y + figure.head_radius * 1.8),
+        traits.bag_colour,
+        -1,
+    )
+
+
+def _draw_handbag(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints a handbag hanging from the hand on the bag's side."""
+    torso_width = figure.torso_width
+    hand_x = figure.centre_x + traits.bag_side * (
+        torso_width * 0.62 + figure.arm_phase * traits.bag_side * figure.body_height * 0.06
+    )
+    hand_y = figure.hip_y + figure.leg_length * 0.1
+    cv2.rectangle(
+        image,
+        _point(hand_x - torso_width * 0.18, hand_y),
+        _point(hand_x + torso_width * 0.18, hand_y + figure.head_radius * 2.2),
+        traits.bag_colour,
+        -1,
+    )
+
+
+_BAG_PAINTERS = {
+    "backpack": _draw_backpack,
+    "shoulder_bag": _draw_shoulder_bag,
+    "handbag": _draw_handbag,
+}
+
+
+def _draw_head(image: np.ndarray, traits: IdentityTraits, figure: _Figure) -> None:
+    """Paints the head: face and hair from the front, hair only from the back; then the hat."""
+    head_centre, head_axes, back = figure.head_centre, figure.head_axes, figure.back
     if back:
         cv2.ellipse(image, head_centre, head_axes, 0, 0, 360, traits.hair_colour, -1, _LINE)
     else:
@@ -360,7 +420,7 @@ def draw_person(
             _point(brim_x - head_axes[0] * 1.1, brim_y),
             _point(brim_x + head_axes[0] * 1.1, brim_y),
             traits.hat_colour,
-            max(1, limb // 3),
+            max(1, figure.limb // 3),
         )
     elif traits.hat == "beanie":
         cv2.ellipse(
@@ -374,6 +434,21 @@ def draw_person(
             -1,
             _LINE,
         )
+
+
+def draw_person(
+    image: np.ndarray, traits: IdentityTraits, layout: BodyLayout, variation: ImageVariation
+) -> None:
+    """Draws one person into ``image`` (uint8 BGR, in place), parts back to front."""
+    figure = _Figure.of(layout, variation)
+    _draw_behind_body(image, traits, figure)
+    _draw_legs(image, traits, figure)
+    _draw_lower_garment(image, traits, figure)
+    _fill_torso(image, layout, traits, figure.back)
+    _draw_arms(image, traits, figure)
+    if traits.bag in _BAG_PAINTERS:
+        _BAG_PAINTERS[traits.bag](image, traits, figure)
+    _draw_head(image, traits, figure)
 
 
 def _draw_occluder(image: np.ndarray, occlusion) -> None:
@@ -416,6 +491,87 @@ def _noise_patch(image_height: int, image_width: int, noise_seed: int) -> np.nda
     return _NOISE_FIELDS[key][top : top + image_height, left : left + image_width]
 
 
+class _PasserBy(NamedTuple):
+    """A stranger walking past, drawn behind or in front of the person."""
+
+    traits: IdentityTraits
+    layout: BodyLayout
+    variation: ImageVariation
+    in_front: bool
+
+
+def _passer_by(
+    variation: ImageVariation,
+    camera: CameraConditions,
+    image_height: int,
+    image_width: int,
+    seed: int,
+) -> _PasserBy | None:
+    """The image's passer-by, facing the other way in the opposite stride; None if there is none.
+
+    Args:
+        variation: This image's variation; its ``passer_by`` says who, where and whether in front.
+        camera: The camera (framing).
+        image_height: Image height in pixels.
+        image_width: Image width in pixels.
+        seed: Dataset seed, for the passer-by's traits.
+    """
+    if variation.passer_by is None:
+        return None
+    stranger_ID, offset, in_front = variation.passer_by
+    stranger = draw_identity_traits(seed, stranger_ID)
+    stranger_variation = dataclasses.replace(
+        variation, facing_back=not variation.facing_back, leg_phase=-variation.leg_phase
+    )
+    stranger_layout = compute_body_layout(
+        stranger, camera, stranger_variation, image_height, image_width, centre_offset=offset
+    )
+    return _PasserBy(stranger, stranger_layout, stranger_variation, in_front)
+
+
+def _apply_camera(
+    image: np.ndarray,
+    camera: CameraConditions,
+    variation: ImageVariation,
+    image_height: int,
+    image_width: int,
+) -> np.ndarray:
+    """The camera's view of ``image``: lower resolution, colour map, blur and sensor noise.
+
+    Args:
+        image: uint8 BGR (image_height, image_width, 3).
+        camera: The camera's nuisances.
+        variation: This image's brightness and noise seed.
+        image_height: Output height in pixels.
+        image_width: Output width in pixels.
+
+    Returns:
+        A new uint8 BGR image (image_height, image_width, 3).
+    """
+    if camera.resolution_factor > 1.05:
+        small_size = (
+            max(4, int(image_width / camera.resolution_factor)),
+            max(4, int(image_height / camera.resolution_factor)),
+        )
+        image = cv2.resize(
+            cv2.resize(image, small_size, interpolation=cv2.INTER_AREA),
+            (image_width, image_height),
+            interpolation=cv2.INTER_LINEAR,
+        )
+    # Saturation, colour cast, brightness and offsets are one affine colour map.
+    saturation_matrix = camera.saturation * np.eye(3) + (1 - camera.saturation) / 3
+    gains = np.asarray(camera.channel_gains) * variation.brightness
+    colour_map = np.hstack(
+        [gains[:, None] * saturation_matrix, np.asarray(camera.channel_offsets)[:, None]]
+    )
+    pixels = cv2.transform(image.astype(np.float32), colour_map.astype(np.float32))
+    if camera.blur_sigma > 0.3:
+        pixels = cv2.GaussianBlur(pixels, (0, 0), camera.blur_sigma)
+    pixels += camera.noise_std * _noise_patch(image_height, image_width, variation.noise_seed)
+    # Non-negative after the clip, so the absolute value is a plain rounding to uint8.
+    return cv2.convertScaleAbs(np.clip(pixels, 0, 255, out=pixels))
+
+
 def render_image(
     traits: IdentityTraits,
     camera: CameraConditions,
@@ -447,48 +603,17 @@ def render_image(
     left = int(variation.background_x * (background.shape[1] - image_width))
     image = background[top : top + image_height, left : left + image_width].copy()
 
-    passer_by = None
-    if variation.passer_by is not None:
-        stranger_ID, offset, in_front = variation.passer_by
-        stranger = draw_identity_traits(seed, stranger_ID)
-        stranger_variation = dataclasses.replace(
-            variation, facing_back=not variation.facing_back, leg_phase=-variation.leg_phase
-        )
-        stranger_layout = compute_body_layout(
-            stranger, camera, stranger_variation, image_height, image_width, centre_offset=offset
-        )
-        passer_by = (stranger, stranger_layout, stranger_variation, in_front)
-        if not in_front:
-            draw_person(image, stranger, stranger_layout, stranger_variation)
+    # Painted back to front: a passer-by behind, the person, a passer-by in front, an occluder.
+    passer_by = _passer_by(variation, camera, image_height, image_width, seed)
+    if passer_by is not None and not passer_by.in_front:
+        draw_person(image, passer_by.traits, passer_by.layout, passer_by.variation)
     layout = compute_body_layout(traits, camera, variation, image_height, image_width)
     draw_person(image, traits, layout, variation)
-    if passer_by is not None and passer_by[3]:
-        draw_person(image, *passer_by[:3])
+    if passer_by is not None and passer_by.in_front:
+        draw_person(image, passer_by.traits, passer_by.layout, passer_by.variation)
     if variation.occlusion is not None:
         _draw_occluder(image, variation.occlusion)
-
-    if camera.resolution_factor > 1.05:
-        small_size = (
-            max(4, int(image_width / camera.resolution_factor)),
-            max(4, int(image_height / camera.resolution_factor)),
-        )
-        image = cv2.resize(
-            cv2.resize(image, small_size, interpolation=cv2.INTER_AREA),
-            (image_width, image_height),
-            interpolation=cv2.INTER_LINEAR,
-        )
-    # Saturation, colour cast, brightness and offsets are one affine colour map.
-    saturation_matrix = camera.saturation * np.eye(3) + (1 - camera.saturation) / 3
-    gains = np.asarray(camera.channel_gains) * variation.brightness
-    colour_map = np.hstack(
-        [gains[:, None] * saturation_matrix, np.asarray(camera.channel_offsets)[:, None]]
-    )
-    pixels = cv2.transform(image.astype(np.float32), colour_map.astype(np.float32))
-    if camera.blur_sigma > 0.3:
-        pixels = cv2.GaussianBlur(pixels, (0, 0), camera.blur_sigma)
-    pixels += camera.noise_std * _noise_patch(image_height, image_width, variation.noise_seed)
-    # Non-negative after the clip, so the absolute value is a plain rounding to uint8.
-    image = cv2.convertScaleAbs(np.clip(pixels, 0, 255, out=pixels))
+    image = _apply_camera(image, camera, variation, image_height, image_width)
     if variation.mirror:
         image = np.ascontiguousarray(image[:, ::-1])
     return image
