@@ -126,46 +126,68 @@ def _write_jpeg(image_file_path: str, image: np.ndarray, quality: int) -> None:
     encoded.tofile(image_file_path)
 
 
-def _write_dataset(dataset_dir: str, options: dict) -> dict:
-    """Draws every image into ``dataset_dir``; returns the expected counts per split."""
-    seed = options["seed"]
-    num_cameras = options["num_cameras"]
-    num_images = options["num_images_per_identity"]
-    image_height, image_width = options["image_height"], options["image_width"]
-    difficulty = options["difficulty"]
-    probabilities = dict(
+class _ImageWriter:
+    """Renders images with the dataset's cameras and writes them into the split folders.
+
+    Creating it makes the split folders and draws each camera and its scene.
+
+    Args:
+        dataset_dir: The (empty) dataset folder.
+        options: Normalised generation parameters.
+    """
+
+    def __init__(self, dataset_dir: str, options: dict):
+        self.seed = options["seed"]
+        self.image_height, self.image_width = options["image_height"], options["image_width"]
+        self.split_dirs = {
+            split_name: os.path.join(dataset_dir, folder_name)
+            for split_name, folder_name in market1501.MARKET1501_SPLIT_FOLDER_NAMES.items()
+        }
+        for split_dir in self.split_dirs.values():
+            os.makedirs(split_dir)
+        self.cameras = {
+            camera_ID: draw_camera_conditions(self.seed, camera_ID, options["difficulty"])
+            for camera_ID in range(1, options["num_cameras"] + 1)
+        }
+        self.backgrounds = {
+            camera_ID: render_camera_background(camera, self.image_height, self.image_width)
+            for camera_ID, camera in self.cameras.items()
+        }
+
+    def write(self, split_name, file_name, traits, camera_ID, variation) -> None:
+        """Renders one image of ``traits`` seen by camera ``camera_ID`` as a JPEG file."""
+        camera = self.cameras[camera_ID]
+        image = render_image(
+            traits,
+            camera,
+            variation,
+            self.image_height,
+            self.image_width,
+            background=self.backgrounds[camera_ID],
+            seed=self.seed,
+        )
+        _write_jpeg(
+            os.path.join(self.split_dirs[split_name], file_name), image, camera.jpeg_quality
+        )
+
+
+def _nuisance_probabilities(difficulty: float) -> dict:
+    """``draw_image_variation``'s occlusion and passer-by probabilities at ``difficulty``."""
+    return dict(
         occlusion_probability=min(1.0, OCCLUSION_PROBABILITY * difficulty),
         passer_by_probability=min(1.0, PASSER_BY_PROBABILITY * difficulty),
     )
-    split_dirs = {
-        split_name: os.path.join(dataset_dir, folder_name)
-        for split_name, folder_name in market1501.MARKET1501_SPLIT_FOLDER_NAMES.items()
-    }
-    for split_dir in split_dirs.values():
-        os.makedirs(split_dir)
-    cameras = {
-        camera_ID: draw_camera_conditions(seed, camera_ID, difficulty)
-        for camera_ID in range(1, num_cameras + 1)
-    }
-    backgrounds = {
-        camera_ID: render_camera_background(camera, image_height, image_width)
-        for camera_ID, camera in cameras.items()
-    }
 
-    def write(split_name, file_name, traits, camera_ID, variation):
-        image = render_image(
-            traits,
-            cameras[camera_ID],
-            variation,
-            image_height,
-            image_width,
-            background=backgrounds[camera_ID],
-            seed=seed,
-        )
-        _write_jpeg(
-            os.path.join(split_dirs[split_name], file_name), image, cameras[camera_ID].jpeg_quality
-        )
 
+def _write_identities(writer: _ImageWriter, options: dict) -> dict:
+    """Writes every identity's images: training identities first, then query and gallery.
+
+    Returns:
+        Split name -> number of images written.
+    """
+    seed, num_cameras = options["seed"], options["num_cameras"]
+    num_images = options["num_images_per_identity"]
+    probabilities = _nuisance_probabilities(options["difficulty"])
     num_train_identities = options["num_identities"] // 2
     num_images_per_split = {"train": 0, "query": 0, "gallery": 0}
     for identity_ID in range(1, options["num_identities"] + 1):
@@ -186,9 +208,15 @@ def _write_dataset(dataset_dir: str, options: dict) -> dict:
                 split_name = "gallery"
             num_images_per_split[split_name] += 1
             file_name = _image_file_name(identity_ID, camera_ID, frame_index)
-            write(split_name, file_name, traits, camera_ID, variation)
-    # Distractors (0000) are strangers, badly framed; junk (-1) boxes barely hold anyone: mostly
-    # scene, with a person cut off at the edge.
+            writer.write(split_name, file_name, traits, camera_ID, variation)
+    return num_images_per_split
+
+
+def _write_extras(writer: _ImageWriter, options: dict) -> None:
+    """Writes the gallery's distractors (0000), strangers badly framed, and junk (-1) boxes
+    that barely hold anyone: mostly scene, with a person cut off at the edge."""
+    seed = options["seed"]
+    probabilities = _nuisance_probabilities(options["difficulty"])
     extras = [(0, index) for index in range(options["num_distractor_images"])]
     extras += [(-1, index) for index in range(options["num_junk_images"])]
     for identity_ID, index in extras:
@@ -200,14 +228,22 @@ def _write_dataset(dataset_dir: str, options: dict) -> dict:
         variation = dataclasses.replace(
             variation, shift_x=float(generator.choice((-1, 1)) * offset)
         )
-        camera_ID = int(generator.integers(1, num_cameras + 1))
-        write(
+        camera_ID = int(generator.integers(1, options["num_cameras"] + 1))
+        writer.write(
             "gallery",
             _image_file_name(identity_ID, camera_ID, index),
             stranger,
             camera_ID,
             variation,
         )
+
+
+def _write_dataset(dataset_dir: str, options: dict) -> dict:
+    """Draws every image into ``dataset_dir``; returns the expected counts per split."""
+    writer = _ImageWriter(dataset_dir, options)
+    num_images_per_split = _write_identities(writer, options)
+    _write_extras(writer, options)
+    num_train_identities = options["num_identities"] // 2
     num_test_identities = options["num_identities"] - num_train_identities
     return {
         "train": [num_images_per_split["train"], num_train_identities],
@@ -236,6 +272,68 @@ def _is_generated_with(folder_path: str, options: dict) -> bool:
         and manifest.get("parameters") == options
         and market1501.is_market1501_layout_folder(folder_path)
     )
+
+
+def _find_dataset_dir(root_folder_path: str, options: dict) -> tuple[str, bool]:
+    """Where the dataset of ``options`` is, or goes, under ``root_folder_path``.
+
+    Returns:
+        (folder, True) for a folder already generated with ``options`` (``root_folder_path``
+        itself, or a folder named after the parameters, possibly with a ``_2``, ``_3``, ...
+        suffix); else (the first such name that does not exist yet, False).
+
+    Raises:
+        FileExistsError: All 999 names are taken by other content.
+    """
+    if _is_generated_with(root_folder_path, options):
+        return root_folder_path, True
+    base_name = synthetic_folder_name(options)
+    for attempt in range(1, 1000):
+        dataset_dir = os.path.join(
+            root_folder_path, base_name if attempt == 1 else f"{base_name}_{attempt}"
+        )
+        if _is_generated_with(dataset_dir, options):
+            logging.info("Synthetic: reusing %s", dataset_dir)
+            return dataset_dir, True
+        if not os.path.exists(dataset_dir):
+            return dataset_dir, False
+        logging.warning(
+            "Synthetic: %s exists but was not generated with these parameters; leaving it alone",
+            dataset_dir,
+        )
+    raise FileExistsError(f"Synthetic: no free folder name for {base_name} in {root_folder_path}")
+
+
+def _generate_into(dataset_dir: str, options: dict) -> str:
+    """Writes the dataset and its manifest to a temporary folder renamed to ``dataset_dir``.
+
+    Returns:
+        ``dataset_dir``, also when another process finished the same dataset there first.
+    """
+    partial_dir = f"{dataset_dir}.partial-{uuid.uuid4().hex[:8]}"
+    os.makedirs(partial_dir)
+    try:
+        counts = _write_dataset(partial_dir, options)
+        manifest = {
+            "generator": "datasets.synthetic",
+            "generator_version": SYNTHETIC_GENERATOR_VERSION,
+            "parameters": options,
+            "counts": counts,
+        }
+        with open(
+            os.path.join(partial_dir, SYNTHETIC_MANIFEST_FILE_NAME), "w", encoding="utf-8"
+        ) as manifest_file:
+            json.dump(manifest, manifest_file, indent=2, sort_keys=True)
+        os.rename(partial_dir, dataset_dir)
+    except BaseException:
+        # Only our own temporary folder is removed; if another process finished the same
+        # dataset first, the rename fails and its copy is used below.
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        if _is_generated_with(dataset_dir, options):
+            return dataset_dir
+        raise
+    logging.info("Synthetic: generated %s", dataset_dir)
+    return dataset_dir
 
 
 def generate_synthetic_dataset(
@@ -299,52 +397,11 @@ def generate_synthetic_dataset(
     _validate_options(options)
     options = _normalize_options(options)
     root_folder_path = os.path.abspath(os.path.expanduser(str(root_folder_path)))
-    if _is_generated_with(root_folder_path, options):
-        return root_folder_path
-    base_name = synthetic_folder_name(options)
-    for attempt in range(1, 1000):
-        dataset_dir = os.path.join(
-            root_folder_path, base_name if attempt == 1 else f"{base_name}_{attempt}"
-        )
-        if _is_generated_with(dataset_dir, options):
-            logging.info("Synthetic: reusing %s", dataset_dir)
-            return dataset_dir
-        if not os.path.exists(dataset_dir):
-            break
-        logging.warning(
-            "Synthetic: %s exists but was not generated with these parameters; leaving it alone",
-            dataset_dir,
-        )
-    else:
-        raise FileExistsError(
-            f"Synthetic: no free folder name for {base_name} in {root_folder_path}"
-        )
-
+    dataset_dir, is_generated = _find_dataset_dir(root_folder_path, options)
+    if is_generated:
+        return dataset_dir
     os.makedirs(root_folder_path, exist_ok=True)
-    partial_dir = f"{dataset_dir}.partial-{uuid.uuid4().hex[:8]}"
-    os.makedirs(partial_dir)
-    try:
-        counts = _write_dataset(partial_dir, options)
-        manifest = {
-            "generator": "datasets.synthetic",
-            "generator_version": SYNTHETIC_GENERATOR_VERSION,
-            "parameters": options,
-            "counts": counts,
-        }
-        with open(
-            os.path.join(partial_dir, SYNTHETIC_MANIFEST_FILE_NAME), "w", encoding="utf-8"
-        ) as manifest_file:
-            json.dump(manifest, manifest_file, indent=2, sort_keys=True)
-        os.rename(partial_dir, dataset_dir)
-    except BaseException:
-        # Only our own temporary folder is removed; if another process finished the same
-        # dataset first, the rename fails and its copy is used below.
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        if _is_generated_with(dataset_dir, options):
-            return dataset_dir
-        raise
-    logging.info("Synthetic: generated %s", dataset_dir)
-    return dataset_dir
+    return _generate_into(dataset_dir, options)
 
 
 def load_synthetic(
