@@ -56,6 +56,85 @@ def evaluation_test_sets(dataset: records.ReIDDataset) -> dict:
     return {test_set_label(dataset.name): (dataset.query, dataset.gallery)}
 
 
+def _joined_training_records(training_datasets):
+    """The train splits joined, each dataset's identities offset by its place in the list.
+
+    Args:
+        training_datasets: non-empty sequence of ReIDDataset.
+
+    Returns:
+        (train DataFrame sorted by image_file_path, list of one message per dataset with its
+        counts and offset).
+
+    Raises:
+        ValueError: an identity outside [0, COMBINED_IDENTITY_OFFSET).
+    """
+    parts = []
+    messages = []
+    for index, dataset in enumerate(training_datasets):
+        identity_IDs = dataset.train["identity_ID"].to_numpy()
+        if identity_IDs.min() < 0 or identity_IDs.max() >= COMBINED_IDENTITY_OFFSET:
+            raise ValueError(
+                f"Combined: {dataset.name} has training identities outside "
+                f"[0, {COMBINED_IDENTITY_OFFSET}); cannot keep them apart"
+            )
+        part = dataset.train.copy()
+        part["identity_ID"] = identity_IDs.astype(np.int64) + index * COMBINED_IDENTITY_OFFSET
+        parts.append(part)
+        messages.append(
+            f"Combined train: {dataset.name} gives {len(part):,} images of "
+            f"{dataset.num_train_identities:,} identities (identity_ID offset "
+            f"{index * COMBINED_IDENTITY_OFFSET:,})"
+        )
+    train = (
+        pd.concat(parts, ignore_index=True)
+        .sort_values("image_file_path", kind="stable")
+        .reset_index(drop=True)
+    )
+    return train, messages
+
+
+def _prefixed_part_messages(datasets):
+    """Each dataset's own messages prefixed with its name; a repeated name counts once."""
+    messages = []
+    seen_names = set()
+    for dataset in datasets:
+        if dataset.name in seen_names:
+            continue
+        seen_names.add(dataset.name)
+        messages.extend(f"[{dataset.name}] {message}" for message in dataset.messages)
+    return messages
+
+
+def _labelled_test_sets(evaluation_dataset, tested_datasets, evaluation_test_set):
+    """dict label -> (query, gallery): the evaluation dataset's, then each tested dataset's.
+
+    Args:
+        evaluation_dataset: ReIDDataset whose test set comes first.
+        tested_datasets: further ReIDDatasets; the same object twice counts once, and a label
+            already taken gets the suffix ``_<position>``.
+        evaluation_test_set: (query, gallery) DataFrames to use for the evaluation dataset.
+
+    Returns:
+        dict label -> (query DataFrame, gallery DataFrame); other datasets' frames are copies.
+    """
+    test_sets, seen = {}, set()
+    for dataset in [evaluation_dataset, *tested_datasets]:
+        if id(dataset) in seen:
+            continue
+        seen.add(id(dataset))
+        label = test_set_label(dataset.name)
+        if label in test_sets:
+            label = f"{label}_{len(test_sets) + 1}"
+        query, gallery = (
+            evaluation_test_set
+            if dataset is evaluation_dataset
+            else (dataset.query.copy(), dataset.gallery.copy())
+        )
+        test_sets[label] = (query, gallery)
+    return test_sets
+
+
 def combine_datasets(
     training_datasets: Sequence[records.ReIDDataset],
     evaluation_dataset: records.ReIDDataset,
@@ -80,40 +159,14 @@ def combine_datasets(
     """
     if not training_datasets:
         raise ValueError("Combined needs at least one dataset in combined_dataset_names")
-    parts = []
-    messages = []
-    for index, dataset in enumerate(training_datasets):
-        identity_IDs = dataset.train["identity_ID"].to_numpy()
-        if identity_IDs.min() < 0 or identity_IDs.max() >= COMBINED_IDENTITY_OFFSET:
-            raise ValueError(
-                f"Combined: {dataset.name} has training identities outside "
-                f"[0, {COMBINED_IDENTITY_OFFSET}); cannot keep them apart"
-            )
-        part = dataset.train.copy()
-        part["identity_ID"] = identity_IDs.astype(np.int64) + index * COMBINED_IDENTITY_OFFSET
-        parts.append(part)
-        messages.append(
-            f"Combined train: {dataset.name} gives {len(part):,} images of "
-            f"{dataset.num_train_identities:,} identities (identity_ID offset "
-            f"{index * COMBINED_IDENTITY_OFFSET:,})"
-        )
-    train = (
-        pd.concat(parts, ignore_index=True)
-        .sort_values("image_file_path", kind="stable")
-        .reset_index(drop=True)
-    )
+    train, messages = _joined_training_records(training_datasets)
     messages.append(
         f"Combined: {len(train):,} training images of {train['identity_ID'].nunique():,} "
         f"identities; query and gallery from {evaluation_dataset.name}"
     )
     for message in messages:
         logging.info(message)
-    seen_names = set()
-    for dataset in [*training_datasets, evaluation_dataset]:
-        if dataset.name in seen_names:
-            continue
-        seen_names.add(dataset.name)
-        messages.extend(f"[{dataset.name}] {message}" for message in dataset.messages)
+    messages.extend(_prefixed_part_messages([*training_datasets, evaluation_dataset]))
     combined = records.build_reid_dataset(
         "Combined",
         train,
@@ -123,18 +176,7 @@ def combine_datasets(
         dataset_dir="(combined)",
     )
     fields = {field.name: getattr(combined, field.name) for field in dataclasses.fields(combined)}
-    test_sets, seen = {}, set()
-    for dataset in [evaluation_dataset, *tested_datasets]:
-        if id(dataset) in seen:
-            continue
-        seen.add(id(dataset))
-        label = test_set_label(dataset.name)
-        if label in test_sets:
-            label = f"{label}_{len(test_sets) + 1}"
-        query, gallery = (
-            (fields["query"], fields["gallery"])
-            if dataset is evaluation_dataset
-            else (dataset.query.copy(), dataset.gallery.copy())
-        )
-        test_sets[label] = (query, gallery)
+    test_sets = _labelled_test_sets(
+        evaluation_dataset, tested_datasets, (fields["query"], fields["gallery"])
+    )
     return CombinedReIDDataset(**fields, test_sets=test_sets)
