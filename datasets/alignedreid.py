@@ -291,6 +291,51 @@ def _candidates(names, images_dir, dataset_name, split_name):
     return candidates, messages
 
 
+def _check_train_partition_not_empty(partitions, partitions_path, trainset_part):
+    """Raises a ValueError naming the file when the training partition holds no image."""
+    if not partitions["train_names"]:
+        hint = (
+            " (AlignedReID's transform scripts move up to 100 identities to validation, which "
+            "can take every training identity of a small dataset); train on --trainset_part "
+            "trainval"
+            if trainset_part == "train"
+            else ""
+        )
+        raise ValueError(f"{partitions_path}: the {trainset_part} partition is empty{hint}.")
+
+
+def _test_candidates(partitions, images_dir, dataset_name):
+    """The query (mark 0) and gallery (mark 1) candidates; multi-query images are counted.
+
+    Args:
+        partitions: dict from ``read_partitions``.
+        images_dir: the folder of the images.
+        dataset_name: the name in messages.
+
+    Returns:
+        (dict "query"/"gallery" -> list of (path, identity, camera), list of messages: skipped
+        unparsable names, then the number of multi-query images left out).
+    """
+    marks = partitions["test_marks"]
+    split_names = {"query": QUERY_MARK, "gallery": GALLERY_MARK}
+    test_candidates, messages = {}, []
+    for split_name, mark in split_names.items():
+        names = [name for name, value in zip(partitions["test_names"], marks) if value == mark]
+        test_candidates[split_name], split_messages = _candidates(
+            names, images_dir, dataset_name, split_name
+        )
+        messages.extend(split_messages)
+    num_multi_query = sum(1 for value in marks if value == MULTI_QUERY_MARK)
+    if num_multi_query:
+        message = (
+            f"{dataset_name} test: left out {num_multi_query} multi-query images (mark 2); "
+            "evaluation is single-query"
+        )
+        logging.info(message)
+        messages.append(message)
+    return test_candidates, messages
+
+
 def load_alignedreid_folder(
     folder_path: str, *, trainset_part: str = "trainval", verify_images: bool = False
 ) -> records.ReIDDataset:
@@ -325,20 +370,10 @@ def load_alignedreid_folder(
     images_dir = os.path.join(folder_path, IMAGES_FOLDER_NAME)
     partitions = read_partitions(partitions_path, trainset_part)
 
-    if not partitions["train_names"]:
-        hint = (
-            " (AlignedReID's transform scripts move up to 100 identities to validation, which "
-            "can take every training identity of a small dataset); train on --trainset_part "
-            "trainval"
-            if trainset_part == "train"
-            else ""
-        )
-        raise ValueError(f"{partitions_path}: the {trainset_part} partition is empty{hint}.")
-    messages: list[str] = []
-    train_candidates, train_messages = _candidates(
+    _check_train_partition_not_empty(partitions, partitions_path, trainset_part)
+    train_candidates, messages = _candidates(
         partitions["train_names"], images_dir, dataset_name, "train"
     )
-    messages.extend(train_messages)
     unlabelled = sorted(
         {identity for _, identity, _ in train_candidates} - set(partitions["ids2labels"])
     )
@@ -347,23 +382,8 @@ def load_alignedreid_folder(
             f"{partitions_path}: {len(unlabelled)} training identities have no entry in "
             f"{trainset_part}_ids2labels, e.g. {unlabelled[:5]}."
         )
-    marks = partitions["test_marks"]
-    split_names = {"query": QUERY_MARK, "gallery": GALLERY_MARK}
-    test_candidates = {}
-    for split_name, mark in split_names.items():
-        names = [name for name, value in zip(partitions["test_names"], marks) if value == mark]
-        test_candidates[split_name], split_messages = _candidates(
-            names, images_dir, dataset_name, split_name
-        )
-        messages.extend(split_messages)
-    num_multi_query = sum(1 for value in marks if value == MULTI_QUERY_MARK)
-    if num_multi_query:
-        message = (
-            f"{dataset_name} test: left out {num_multi_query} multi-query images (mark 2); "
-            "evaluation is single-query"
-        )
-        logging.info(message)
-        messages.append(message)
+    test_candidates, test_messages = _test_candidates(partitions, images_dir, dataset_name)
+    messages.extend(test_messages)
 
     splits = {}
     for split_name, candidates in (("train", train_candidates), *test_candidates.items()):
