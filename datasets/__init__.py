@@ -102,6 +102,58 @@ def _load_folder(dataset_name: str, *, trainset_part: str, verify_images: bool) 
     return load_user_folder(folder, verify_images=verify_images)
 
 
+def _load_combined(
+    root_folder_path: str,
+    combined_dataset_names: Sequence[str] | str,
+    evaluation_dataset_name: str | None,
+    trainset_part: str,
+    single_options: dict,
+) -> CombinedReIDDataset:
+    """Loads each named dataset once and combines them (``load_dataset``'s "Combined").
+
+    Args:
+        root_folder_path: as ``load_dataset``.
+        combined_dataset_names: names or dataset folders, a sequence or one comma-separated str.
+        evaluation_dataset_name: the dataset giving query and gallery; None takes the first of
+            ``combined_dataset_names``.
+        trainset_part: must be "trainval" (each dataset's whole training set).
+        single_options: ``_load_single``'s keyword arguments.
+
+    Raises:
+        ValueError: another trainset_part, or a name that cannot be combined (the message lists
+            the valid ones).
+    """
+    if isinstance(combined_dataset_names, str):
+        combined_dataset_names = [
+            name.strip() for name in combined_dataset_names.split(",") if name.strip()
+        ]
+    evaluation_dataset_name = evaluation_dataset_name or (
+        combined_dataset_names[0] if combined_dataset_names else None
+    )
+    if trainset_part != "trainval":
+        raise ValueError(
+            f"--trainset_part {trainset_part}: Combined trains on the trainval part of each "
+            "dataset (as AlignedReID's combined set); use --trainset_part trainval."
+        )
+    for name in [*combined_dataset_names, evaluation_dataset_name]:
+        if (name not in DATASET_NAMES or name == "Combined") and not _is_dataset_folder(name):
+            valid = [valid_name for valid_name in DATASET_NAMES if valid_name != "Combined"]
+            raise ValueError(
+                f"Combined: {name!r} cannot be combined; valid names: {valid}, or the path "
+                "of a dataset folder (Market1501 layout, or AlignedReID's images/ and "
+                "partitions.pkl)"
+            )
+    loaded = {
+        name: _load_single(name, root_folder_path, **single_options)
+        for name in dict.fromkeys([*combined_dataset_names, evaluation_dataset_name])
+    }
+    return combine_datasets(
+        [loaded[name] for name in combined_dataset_names],
+        loaded[evaluation_dataset_name],
+        [loaded[name] for name in combined_dataset_names],
+    )
+
+
 def load_dataset(
     dataset_name: str,
     root_folder_path: str,
@@ -155,34 +207,12 @@ def load_dataset(
         "verify_images": verify_images,
     }
     if dataset_name == "Combined":
-        if isinstance(combined_dataset_names, str):
-            combined_dataset_names = [
-                name.strip() for name in combined_dataset_names.split(",") if name.strip()
-            ]
-        evaluation_dataset_name = evaluation_dataset_name or (
-            combined_dataset_names[0] if combined_dataset_names else None
-        )
-        if trainset_part != "trainval":
-            raise ValueError(
-                f"--trainset_part {trainset_part}: Combined trains on the trainval part of each "
-                "dataset (as AlignedReID's combined set); use --trainset_part trainval."
-            )
-        for name in [*combined_dataset_names, evaluation_dataset_name]:
-            if (name not in DATASET_NAMES or name == "Combined") and not _is_dataset_folder(name):
-                valid = [valid_name for valid_name in DATASET_NAMES if valid_name != "Combined"]
-                raise ValueError(
-                    f"Combined: {name!r} cannot be combined; valid names: {valid}, or the path "
-                    "of a dataset folder (Market1501 layout, or AlignedReID's images/ and "
-                    "partitions.pkl)"
-                )
-        loaded = {
-            name: _load_single(name, root_folder_path, **single_options)
-            for name in dict.fromkeys([*combined_dataset_names, evaluation_dataset_name])
-        }
-        return combine_datasets(
-            [loaded[name] for name in combined_dataset_names],
-            loaded[evaluation_dataset_name],
-            [loaded[name] for name in combined_dataset_names],
+        return _load_combined(
+            root_folder_path,
+            combined_dataset_names,
+            evaluation_dataset_name,
+            trainset_part,
+            single_options,
         )
     if dataset_name in DATASET_NAMES:
         if trainset_part != "trainval":
