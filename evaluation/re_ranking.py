@@ -247,6 +247,28 @@ def _check_column_maxima(maxima):
         )
 
 
+def _column_maxima(q_g_dist, q_q_dist, g_g_dist, block_rows):
+    """Column maxima of D2 = D ** 2, D the block matrix [[q_q, q_g], [q_g^T, g_g]].
+
+    Squaring is monotone in |x|, so the maximum of |x| is squared; g_g is read ``block_rows``
+    rows at a time.
+
+    Returns:
+        float32 array (num_query + num_gallery,).
+    """
+    num_query, num_gallery = q_g_dist.shape
+    column_maxima = np.empty(num_query + num_gallery, dtype=np.float32)
+    column_maxima[:num_query] = np.maximum(
+        _square(np.abs(q_q_dist).max(axis=0)), _square(np.abs(q_g_dist).max(axis=1))
+    )
+    gallery_abs_max = np.abs(q_g_dist).max(axis=0)
+    for start in range(0, num_gallery, block_rows):
+        stop = min(start + block_rows, num_gallery)
+        gallery_abs_max = np.maximum(gallery_abs_max, np.abs(g_g_dist[start:stop]).max(axis=0))
+    column_maxima[num_query:] = _square(gallery_abs_max)
+    return column_maxima
+
+
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """k-reciprocal re-ranking of a query-to-gallery distance matrix.
 
@@ -280,16 +302,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     num_items = num_query + num_gallery
     block_rows = max(1, _ROW_BLOCK_ELEMENTS // (4 * num_items))
 
-    # Column maxima of D2; squaring is monotone in |x| so the maximum of |x| is enough.
-    column_maxima = np.empty(num_items, dtype=np.float32)
-    column_maxima[:num_query] = np.maximum(
-        _square(np.abs(q_q_dist).max(axis=0)), _square(np.abs(q_g_dist).max(axis=1))
-    )
-    gallery_abs_max = np.abs(q_g_dist).max(axis=0)
-    for start in range(0, num_gallery, block_rows):
-        stop = min(start + block_rows, num_gallery)
-        gallery_abs_max = np.maximum(gallery_abs_max, np.abs(g_g_dist[start:stop]).max(axis=0))
-    column_maxima[num_query:] = _square(gallery_abs_max)
+    column_maxima = _column_maxima(q_g_dist, q_q_dist, g_g_dist, block_rows)
     _check_column_maxima(column_maxima)
 
     def rows_of_normalised(start, stop):
