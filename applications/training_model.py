@@ -96,6 +96,20 @@ def collect_regularized_variables(
     return pairs
 
 
+def _mean_accuracy(probabilities, labels):
+    """The heads' mean top-1 accuracy, float32 scalar.
+
+    Args:
+        probabilities: list of float32 (B, num_identities), one per head.
+        labels: int32 (B,).
+    """
+    accuracies = []
+    for branch_probabilities in probabilities:
+        predicted = tf.argmax(branch_probabilities, axis=-1, output_type=tf.int32)
+        accuracies.append(tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32)))
+    return tf.reduce_mean(accuracies)
+
+
 class FlipReIDTrainingModel(LossTrackingModel):
     """Training model: flip averaging, batch-hard triplet, cross-entropy and flipping losses.
 
@@ -362,6 +376,34 @@ class FlipReIDTrainingModel(LossTrackingModel):
             if settings["normalize_feature"]
             else embeddings
         )
+        values = self._global_loss_values(distance_features, probabilities, flipping_losses, labels)
+        outputs = {"probabilities": probabilities, "distances": None, "local_distances": None}
+        if self.has_local_branch:
+            local_triplet, outputs["local_distances"] = self._local_triplet_loss(
+                local_features, distance_features[0], labels
+            )
+            values["local_triplet_loss"] = local_triplet
+            values["loss"] = values["loss"] + settings["local_triplet_loss_weight"] * local_triplet
+        # Only mutual learning reads these; a traced step prunes them when nothing does.
+        outputs["distances"] = [
+            pairwise_euclidean_distances(features) for features in distance_features
+        ]
+        return values, outputs
+
+    def _global_loss_values(self, distance_features, probabilities, flipping_losses, labels):
+        """The losses of the branch embeddings and heads, their weighted total and the accuracy.
+
+        Args:
+            distance_features: list of float32 (B, D_b), the embeddings the triplet loss sees.
+            probabilities: list of float32 (B, num_identities), one per head.
+            flipping_losses: list of float32 scalars (empty without the flip structure).
+            labels: int32 (B,).
+
+        Returns:
+            dict name -> float32 scalar: loss, triplet_loss, cross_entropy_loss, flipping_loss,
+            regularization_loss, accuracy.
+        """
+        settings = self._loss_settings
         triplet = tf.add_n(
             [
                 batch_hard_triplet_loss(embedding, labels, settings["triplet_margin"])
@@ -376,26 +418,14 @@ class FlipReIDTrainingModel(LossTrackingModel):
         )
         flipping = tf.add_n(flipping_losses) if flipping_losses else tf.constant(0.0)
         regularization = self.regularization_loss()
-        accuracy = tf.reduce_mean(
-            [
-                tf.reduce_mean(
-                    tf.cast(
-                        tf.equal(
-                            tf.argmax(branch_probabilities, axis=-1, output_type=tf.int32), labels
-                        ),
-                        tf.float32,
-                    )
-                )
-                for branch_probabilities in probabilities
-            ]
-        )
+        accuracy = _mean_accuracy(probabilities, labels)
         total = (
             settings["triplet_loss_weight"] * triplet
             + settings["cross_entropy_loss_weight"] * cross_entropy
             + settings["flipping_loss_weight"] * flipping
             + regularization
         )
-        values = {
+        return {
             "loss": total,
             "triplet_loss": triplet,
             "cross_entropy_loss": cross_entropy,
@@ -403,26 +433,31 @@ class FlipReIDTrainingModel(LossTrackingModel):
             "regularization_loss": regularization,
             "accuracy": accuracy,
         }
-        outputs = {"probabilities": probabilities, "distances": None, "local_distances": None}
-        if self.has_local_branch:
-            if settings["normalize_feature"]:
-                local_features = normalize_features(local_features)
-            local_distances = batch_local_distances(local_features)
-            global_distances = pairwise_euclidean_distances(distance_features[0])
-            local_triplet = local_triplet_loss(
-                local_features,
-                labels,
-                margin=settings["local_triplet_margin"],
-                global_distances=(
-                    None if settings["local_distance_own_hard_samples"] else global_distances
-                ),
-                local_distances=local_distances,
-            )
-            values["local_triplet_loss"] = local_triplet
-            values["loss"] = total + settings["local_triplet_loss_weight"] * local_triplet
-            outputs["local_distances"] = local_distances
-        # Only mutual learning reads these; a traced step prunes them when nothing does.
-        outputs["distances"] = [
-            pairwise_euclidean_distances(features) for features in distance_features
-        ]
-        return values, outputs
+
+    def _local_triplet_loss(self, local_features, global_features, labels):
+        """AlignedReID's local triplet loss and the aligned local distances it ranks by.
+
+        Args:
+            local_features: float32 (B, H_map, C), normalised here with normalize_feature.
+            global_features: float32 (B, D), the global embedding the triplet loss sees; its
+                distances pick the hard samples unless local_distance_own_hard_samples.
+            labels: int32 (B,).
+
+        Returns:
+            (float32 scalar loss, float32 (B, B) local distances).
+        """
+        settings = self._loss_settings
+        if settings["normalize_feature"]:
+            local_features = normalize_features(local_features)
+        local_distances = batch_local_distances(local_features)
+        global_distances = pairwise_euclidean_distances(global_features)
+        local_triplet = local_triplet_loss(
+            local_features,
+            labels,
+            margin=settings["local_triplet_margin"],
+            global_distances=(
+                None if settings["local_distance_own_hard_samples"] else global_distances
+            ),
+            local_distances=local_distances,
+        )
+        return local_triplet, local_distances
