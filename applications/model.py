@@ -94,10 +94,59 @@ def build_flipreid_models(
         ValueError: unknown backbone or pooling mode, or invalid sizes.
         RuntimeError: pretrained weights are neither cached nor downloadable.
     """
+    _check_sizes(num_identities, region_num)
+    branch_network = _build_branch_network(
+        backbone_name,
+        image_height,
+        image_width,
+        region_num=region_num,
+        pooling_mode=pooling_mode,
+        min_value=min_value,
+        max_value=max_value,
+        gem_initial_power=gem_initial_power,
+        use_local_branch=use_local_branch,
+        local_feature_dim=local_feature_dim,
+        pretrained=pretrained,
+        pretrained_root=pretrained_root,
+        last_stride=last_stride,
+    )
+    training_model = _build_training_model(
+        branch_network,
+        num_identities,
+        region_num=region_num,
+        identity_head=identity_head,
+        use_horizontal_flipping_inside_model=use_horizontal_flipping_inside_model,
+        kernel_regularization_factor=kernel_regularization_factor,
+        bias_regularization_factor=bias_regularization_factor,
+        gamma_regularization_factor=gamma_regularization_factor,
+        beta_regularization_factor=beta_regularization_factor,
+        flip_batch_norm_mode=flip_batch_norm_mode,
+    )
+    return training_model, build_inference_model(branch_network)
+
+
+def _check_sizes(num_identities, region_num):
     if num_identities < 2:
         raise ValueError(f"num_identities must be at least 2, got {num_identities}.")
     if region_num < 0:
         raise ValueError(f"region_num must be non-negative, got {region_num}.")
+
+
+def _build_branch_network(
+    backbone_name, image_height, image_width, *, pretrained, pretrained_root, last_stride, **options
+):
+    """The backbone, then the branch network on it.
+
+    Args:
+        backbone_name, image_height, image_width, pretrained, pretrained_root, last_stride: as
+            in build_flipreid_models, for applications.backbones.build_backbone.
+        **options: the keyword arguments of applications.branches.build_branch_network
+            (region_num, pooling_mode, min_value, max_value, gem_initial_power,
+            use_local_branch, local_feature_dim).
+
+    Returns:
+        keras.Model, images (B, H, W, 3) -> list of branch embeddings (and local features).
+    """
     backbone = build_backbone(
         backbone_name,
         image_height,
@@ -106,35 +155,32 @@ def build_flipreid_models(
         pretrained_root=pretrained_root,
         last_stride=last_stride,
     )
-    branch_network = build_branch_network(
-        backbone,
-        image_height,
-        image_width,
-        region_num,
-        pooling_mode,
-        min_value,
-        max_value,
-        gem_initial_power,
-        use_local_branch=use_local_branch,
-        local_feature_dim=local_feature_dim,
-    )
+    return build_branch_network(backbone, image_height, image_width, **options)
+
+
+def _build_training_model(branch_network, num_identities, *, region_num, identity_head, **training):
+    """The classification heads on the branch network, and the training model around both.
+
+    Args:
+        branch_network: keras.Model from _build_branch_network.
+        num_identities, region_num, identity_head: as in build_flipreid_models.
+        **training: FlipReIDTrainingModel's keyword arguments (the flip structure, the four
+            regularization factors, flip_batch_norm_mode).
+
+    Returns:
+        FlipReIDTrainingModel named "training_model", not yet compiled.
+    """
     classification_heads = build_classification_heads(
         branch_network, num_identities, branch_names(region_num), identity_head=identity_head
     )
+    # The parts frozen with --freeze_backbone_for_N_epochs.
     backbone_model_names = ["trunk", "last_stage_global"]
     if region_num > 0:
         backbone_model_names.append("last_stage_regional")
-    training_model = FlipReIDTrainingModel(
+    return FlipReIDTrainingModel(
         branch_network,
         classification_heads,
         backbone_model_names,
-        use_horizontal_flipping_inside_model=use_horizontal_flipping_inside_model,
-        kernel_regularization_factor=kernel_regularization_factor,
-        bias_regularization_factor=bias_regularization_factor,
-        gamma_regularization_factor=gamma_regularization_factor,
-        beta_regularization_factor=beta_regularization_factor,
-        flip_batch_norm_mode=flip_batch_norm_mode,
+        **training,
         name="training_model",
     )
-    inference_model = build_inference_model(branch_network)
-    return training_model, inference_model
