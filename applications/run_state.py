@@ -536,6 +536,72 @@ def _describe_differences(differences):
     )
 
 
+def _resume_candidates(output_folder_path, run_name, resume_from):
+    """The run folders `--resume` may continue: --resume_from's, or the run_name ones.
+
+    Raises:
+        ResumeError: --resume_from is not a run folder of this project.
+    """
+    if resume_from:
+        run_folder_path = os.path.abspath(resume_from)
+        if not os.path.isfile(os.path.join(run_folder_path, FLAGS_FILE_NAME)):
+            raise ResumeError(
+                f"--resume_from {resume_from} is not a run folder written by this project (no "
+                f"{FLAGS_FILE_NAME}); pass a folder under --output_folder_path."
+            )
+        return [run_folder_path]
+    pattern = re.compile(rf"^{re.escape(run_name)}(_\d+)?$")
+    root = os.path.abspath(output_folder_path)
+    return [
+        os.path.join(root, name)
+        for name in (os.listdir(root) if os.path.isdir(root) else [])
+        if pattern.match(name) and os.path.isfile(os.path.join(root, name, FLAGS_FILE_NAME))
+    ]
+
+
+def _resumable_runs(candidates):
+    """[(modification time of the newest checkpoint, path)] of the unfinished candidates."""
+    resumable = []
+    for path in candidates:
+        if read_run_status(path) == "completed":
+            continue
+        checkpoints = RunStateManager(path, None).list_checkpoints()
+        if checkpoints:
+            resumable.append((os.path.getmtime(checkpoints[-1][1]), path))
+    return resumable
+
+
+def _nothing_to_resume_error(output_folder_path, run_name, resume_from, candidates):
+    """The ResumeError for candidates none of which can be resumed."""
+    where = resume_from or f"{output_folder_path} (runs named {run_name}, {run_name}_2, ...)"
+    finished = [path for path in candidates if read_run_status(path) == "completed"]
+    reason = (
+        f"Nothing to resume in {where}: "
+        + (
+            "the run has completed."
+            if resume_from and finished
+            else "no unfinished run with a complete checkpoint (one is written after each epoch)."
+        )
+        + " Start a new run without --resume."
+    )
+    return ResumeError(reason)
+
+
+def _check_not_running(path):
+    """Raises ResumeError when another live process on this host holds the run's marker."""
+    process_id, host = _marker_process_id(path)
+    if (
+        process_id is not None
+        and process_id != os.getpid()
+        and host == socket.gethostname()
+        and _is_process_alive(process_id)
+    ):
+        raise ResumeError(
+            f"The run in {path} is still running (process {process_id}); wait for it or stop "
+            "it before resuming."
+        )
+
+
 def find_run_to_resume(
     output_folder_path,
     run_name,
@@ -564,60 +630,17 @@ def find_run_to_resume(
         ResumeError: nothing to resume, the run is still running, or the flags differ; the
             message says which and what to do.
     """
-    if resume_from:
-        run_folder_path = os.path.abspath(resume_from)
-        if not os.path.isfile(os.path.join(run_folder_path, FLAGS_FILE_NAME)):
-            raise ResumeError(
-                f"--resume_from {resume_from} is not a run folder written by this project (no "
-                f"{FLAGS_FILE_NAME}); pass a folder under --output_folder_path."
-            )
-        candidates = [run_folder_path]
-    else:
-        pattern = re.compile(rf"^{re.escape(run_name)}(_\d+)?$")
-        root = os.path.abspath(output_folder_path)
-        candidates = [
-            os.path.join(root, name)
-            for name in (os.listdir(root) if os.path.isdir(root) else [])
-            if pattern.match(name) and os.path.isfile(os.path.join(root, name, FLAGS_FILE_NAME))
-        ]
-    resumable = []
-    for path in candidates:
-        if read_run_status(path) == "completed":
-            continue
-        checkpoints = RunStateManager(path, None).list_checkpoints()
-        if checkpoints:
-            resumable.append((os.path.getmtime(checkpoints[-1][1]), path))
+    candidates = _resume_candidates(output_folder_path, run_name, resume_from)
+    resumable = _resumable_runs(candidates)
     if not resumable:
-        where = resume_from or f"{output_folder_path} (runs named {run_name}, {run_name}_2, ...)"
-        finished = [path for path in candidates if read_run_status(path) == "completed"]
-        reason = (
-            f"Nothing to resume in {where}: "
-            + (
-                "the run has completed."
-                if resume_from and finished
-                else "no unfinished run with a complete checkpoint (one is written after each "
-                "epoch)."
-            )
-            + " Start a new run without --resume."
-        )
-        raise ResumeError(reason)
+        raise _nothing_to_resume_error(output_folder_path, run_name, resume_from, candidates)
     first_mismatch = None
     for _, path in sorted(resumable, reverse=True):
         mismatched, changed = compare_flags(path, flag_values, matching_flag_names)
         if mismatched:
             first_mismatch = first_mismatch or (path, mismatched)
             continue
-        process_id, host = _marker_process_id(path)
-        if (
-            process_id is not None
-            and process_id != os.getpid()
-            and host == socket.gethostname()
-            and _is_process_alive(process_id)
-        ):
-            raise ResumeError(
-                f"The run in {path} is still running (process {process_id}); wait for it or stop "
-                "it before resuming."
-            )
+        _check_not_running(path)
         return path, changed
     path, mismatched = first_mismatch
     raise ResumeError(
@@ -681,6 +704,28 @@ class RunFolder:
             shutil.rmtree(self.writing_folder_path, ignore_errors=True)
 
 
+def _restored_run_folder(run_folder_path, changed, training_model, is_chief):
+    """RunFolder of a run to resume, its newest whole checkpoint restored into the model.
+
+    Prints the damaged checkpoints passed over, the epoch resumed after and the flags changed
+    since the run started (`changed`, from find_run_to_resume).
+    """
+    manager = RunStateManager(run_folder_path, training_model, is_chief=is_chief)
+    state = manager.restore()
+    writing_folder_path = run_folder_path if is_chief else tempfile.mkdtemp(prefix="worker_")
+    for path, problem in state.skipped_checkpoints:
+        print(f"Skipped the damaged checkpoint {os.path.basename(path)}: {problem}.")
+    print(
+        f"Resuming {run_folder_path} after epoch {state.epoch} "
+        f"(checkpoint {os.path.basename(state.checkpoint_folder_path)})."
+    )
+    if changed:
+        print("  changed since the run started: " + _describe_differences(changed))
+    return RunFolder(
+        run_folder_path, writing_folder_path, is_chief, manager, state, dict(state.extra)
+    )
+
+
 def open_run_folder(
     output_folder_path,
     run_name,
@@ -721,20 +766,7 @@ def open_run_folder(
             resume_from=resume_from,
             matching_flag_names=matching_flag_names,
         )
-        manager = RunStateManager(run_folder_path, training_model, is_chief=is_chief)
-        state = manager.restore()
-        writing_folder_path = run_folder_path if is_chief else tempfile.mkdtemp(prefix="worker_")
-        for path, problem in state.skipped_checkpoints:
-            print(f"Skipped the damaged checkpoint {os.path.basename(path)}: {problem}.")
-        print(
-            f"Resuming {run_folder_path} after epoch {state.epoch} "
-            f"(checkpoint {os.path.basename(state.checkpoint_folder_path)})."
-        )
-        if changed:
-            print("  changed since the run started: " + _describe_differences(changed))
-        run_folder = RunFolder(
-            run_folder_path, writing_folder_path, is_chief, manager, state, dict(state.extra)
-        )
+        run_folder = _restored_run_folder(run_folder_path, changed, training_model, is_chief)
     elif is_chief:
         run_folder_path = make_output_folder(output_folder_path, run_name)
         if os.path.basename(run_folder_path) != run_name:
