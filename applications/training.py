@@ -70,21 +70,8 @@ def fit_in_stages(
             f"initial_epoch must be in [0, {total_epoch_num}] (the run's epochs), got "
             f"{initial_epoch}."
         )
-    stages = [
-        (backbone_trainable, max(start, initial_epoch), end)
-        for backbone_trainable, start, end in compute_stages(
-            total_epoch_num, freeze_backbone_for_N_epochs
-        )
-        if end > initial_epoch
-    ]
-
-    # The optimizer must know every variable before the first step: one built on the head
-    # variables alone refuses the backbone's when it is unfrozen.
-    optimizer = training_model.optimizer
-    if hasattr(optimizer, "build") and not getattr(optimizer, "_built", False):
-        training_model.set_backbone_trainable(True)
-        optimizer.build(training_model.trainable_variables)
-
+    stages = _stages_left(total_epoch_num, freeze_backbone_for_N_epochs, initial_epoch)
+    _build_optimizer_on_every_variable(training_model)
     history = {}
     for backbone_trainable, stage_initial_epoch, final_epoch in stages:
         logging.info(
@@ -108,6 +95,29 @@ def fit_in_stages(
         for key, values in stage_history.history.items():
             history.setdefault(key, []).extend(values)
     return history
+
+
+def _stages_left(total_epoch_num, freeze_backbone_for_N_epochs, initial_epoch):
+    """compute_stages' stages that end after initial_epoch, the first one starting there."""
+    return [
+        (backbone_trainable, max(start, initial_epoch), end)
+        for backbone_trainable, start, end in compute_stages(
+            total_epoch_num, freeze_backbone_for_N_epochs
+        )
+        if end > initial_epoch
+    ]
+
+
+def _build_optimizer_on_every_variable(training_model):
+    """Builds a not yet built optimizer on every variable, the backbone's included.
+
+    The optimizer must know every variable before the first step: one built on the head
+    variables alone refuses the backbone's when it is unfrozen.
+    """
+    optimizer = training_model.optimizer
+    if hasattr(optimizer, "build") and not getattr(optimizer, "_built", False):
+        training_model.set_backbone_trainable(True)
+        optimizer.build(training_model.trainable_variables)
 
 
 def count_epochs(epoch_num, freeze_backbone_for_N_epochs, restart_schedule_after_freezing=False):
