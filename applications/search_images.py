@@ -51,6 +51,13 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags():
+    _define_model_flags()
+    _define_search_flags()
+    _define_cmc_flags()
+
+
+def _define_model_flags():
+    """Flags of the model, the images and the files that extract and export read."""
     flags.DEFINE_string(
         "weights_path",
         None,
@@ -77,6 +84,10 @@ def _define_flags():
         "hold an export yet).",
     )
     flags.DEFINE_string("features_file_path", None, "extract: the .npz file to write.")
+
+
+def _define_search_flags():
+    """Flags of search: the features, the query, the index, re-ranking and the results file."""
     flags.DEFINE_string(
         "gallery_features_path", None, "search: the gallery .npz written by extract."
     )
@@ -125,6 +136,10 @@ def _define_flags():
         "search: CSV of query, rank, gallery image and distance; an existing file is kept and "
         "the results go to name_2.csv, name_3.csv, ...",
     )
+
+
+def _define_cmc_flags():
+    """Flags of compare_cmc."""
     flags.DEFINE_list(
         "cmc_file_paths",
         None,
