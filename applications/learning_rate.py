@@ -134,42 +134,60 @@ LEARNING_RATE_FUNCTIONS = Registry(
 )
 
 
-def _validate(mode, settings):
+def _require_epoch_num(mode, epoch_num, minimum):
+    if epoch_num is None or epoch_num < minimum:
+        raise ValueError(
+            f"learning_rate_mode {mode!r} needs epoch_num >= {minimum}, got {epoch_num}."
+        )
+
+
+def _validate_exponential(_, settings):
     epoch_num = settings["epoch_num"]
-    if mode == "exponential":
-        start = settings["exponential_decay_start_epoch"]
-        if isinstance(start, bool) or not isinstance(start, int) or start < 1:
-            raise ValueError(
-                f"exponential_decay_start_epoch must be an int >= 1 (1-based, as in AlignedReID), "
-                f"got {start!r}."
-            )
-        if epoch_num is None or epoch_num < start:
-            raise ValueError(
-                "learning_rate_mode 'exponential' needs epoch_num >= "
-                f"exponential_decay_start_epoch, got epoch_num={epoch_num} and "
-                f"exponential_decay_start_epoch={start}."
-            )
-    if mode == "staircase":
-        decay_epochs = list(settings["staircase_decay_epochs"])
-        if any(isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1
-               for epoch in decay_epochs) or decay_epochs != sorted(set(decay_epochs)):  # fmt: skip
-            raise ValueError(
-                "staircase_decay_epochs must be increasing ints >= 1 (1-based epochs, as in "
-                f"AlignedReID), got {settings['staircase_decay_epochs']!r}."
-            )
-        if not 0.0 < settings["staircase_decay_factor"] <= 1.0:
-            raise ValueError(
-                "staircase_decay_factor must be in (0, 1], got "
-                f"{settings['staircase_decay_factor']!r}."
-            )
-    if mode == "cosine" and (epoch_num is None or epoch_num < 1):
-        raise ValueError(f"learning_rate_mode 'cosine' needs epoch_num >= 1, got {epoch_num}.")
-    needs_epoch_num = mode == "linear" or (
-        mode == "default" and settings["learning_rate_drop_factor"] == 0
-    )
-    if needs_epoch_num and (epoch_num is None or epoch_num < 2):
-        raise ValueError(f"learning_rate_mode {mode!r} needs epoch_num >= 2, got {epoch_num}.")
-    if mode == "default" and settings["learning_rate_drop_factor"] == 0:
+    start = settings["exponential_decay_start_epoch"]
+    if isinstance(start, bool) or not isinstance(start, int) or start < 1:
+        raise ValueError(
+            f"exponential_decay_start_epoch must be an int >= 1 (1-based, as in AlignedReID), "
+            f"got {start!r}."
+        )
+    if epoch_num is None or epoch_num < start:
+        raise ValueError(
+            "learning_rate_mode 'exponential' needs epoch_num >= "
+            f"exponential_decay_start_epoch, got epoch_num={epoch_num} and "
+            f"exponential_decay_start_epoch={start}."
+        )
+
+
+def _validate_staircase(_, settings):
+    decay_epochs = list(settings["staircase_decay_epochs"])
+    if any(isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1
+           for epoch in decay_epochs) or decay_epochs != sorted(set(decay_epochs)):  # fmt: skip
+        raise ValueError(
+            "staircase_decay_epochs must be increasing ints >= 1 (1-based epochs, as in "
+            f"AlignedReID), got {settings['staircase_decay_epochs']!r}."
+        )
+    if not 0.0 < settings["staircase_decay_factor"] <= 1.0:
+        raise ValueError(
+            f"staircase_decay_factor must be in (0, 1], got {settings['staircase_decay_factor']!r}."
+        )
+
+
+def _validate_cosine(_, settings):
+    _require_epoch_num("cosine", settings["epoch_num"], 1)
+    if not settings["learning_rate_start"] > settings["learning_rate_end"]:
+        raise ValueError(
+            "learning_rate_mode 'cosine' needs learning_rate_start > learning_rate_end, "
+            "got {} and {}.".format(settings["learning_rate_start"], settings["learning_rate_end"])
+        )
+
+
+def _validate_linear(mode, settings):
+    _require_epoch_num(mode, settings["epoch_num"], 2)
+
+
+def _validate_default(mode, settings):
+    epoch_num = settings["epoch_num"]
+    if settings["learning_rate_drop_factor"] == 0:
+        _require_epoch_num(mode, epoch_num, 2)
         if epoch_num <= 2 * settings["learning_rate_warmup_epochs"]:
             raise ValueError(
                 "learning_rate_drop_factor=0 needs epoch_num > 2 * learning_rate_warmup_epochs, "
@@ -177,22 +195,38 @@ def _validate(mode, settings):
                     epoch_num, settings["learning_rate_warmup_epochs"]
                 )
             )
-    if mode == "constant" and settings["learning_rate_start"] != settings["learning_rate_end"]:
-        raise ValueError(
-            "learning_rate_mode 'constant' needs learning_rate_start == learning_rate_end, "
-            "got {} and {}.".format(settings["learning_rate_start"], settings["learning_rate_end"])
-        )
-    if mode == "cosine" and not settings["learning_rate_start"] > settings["learning_rate_end"]:
-        raise ValueError(
-            "learning_rate_mode 'cosine' needs learning_rate_start > learning_rate_end, "
-            "got {} and {}.".format(settings["learning_rate_start"], settings["learning_rate_end"])
-        )
-    if mode == "default" and settings["learning_rate_steady_epochs"] <= 0:
+    if settings["learning_rate_steady_epochs"] <= 0:
         raise ValueError(
             "learning_rate_steady_epochs must be positive, got {}.".format(
                 settings["learning_rate_steady_epochs"]
             )
         )
+
+
+def _validate_constant(_, settings):
+    if settings["learning_rate_start"] != settings["learning_rate_end"]:
+        raise ValueError(
+            "learning_rate_mode 'constant' needs learning_rate_start == learning_rate_end, "
+            "got {} and {}.".format(settings["learning_rate_start"], settings["learning_rate_end"])
+        )
+
+
+# mode -> callable (mode, settings) raising ValueError on the settings the mode cannot use
+# (modes not listed take any).
+_VALIDATORS = {
+    "exponential": _validate_exponential,
+    "staircase": _validate_staircase,
+    "cosine": _validate_cosine,
+    "linear": _validate_linear,
+    "default": _validate_default,
+    "constant": _validate_constant,
+}
+
+
+def _validate(mode, settings):
+    validator = _VALIDATORS.get(mode)
+    if validator is not None:
+        validator(mode, settings)
 
 
 def schedule_epoch_index(epoch_index, restart_epoch=0):
