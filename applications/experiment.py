@@ -544,9 +544,7 @@ def _train(config, data, models, run, strategy, evaluate, stop_request):
     monitor = None
     if evaluate is not None:
         monitor = "test_re_ranking_mAP" if config.evaluation.use_re_ranking else "test_mAP"
-    history_logger = HistoryLogger(run.writing_folder_path)
-    if run.state is not None:
-        history_logger.rows = [dict(row) for row in run.state.history_rows]
+    history_logger = _history_logger(run)
     record = _EpochRecord(
         run,
         save_weights,
@@ -563,13 +561,7 @@ def _train(config, data, models, run, strategy, evaluate, stop_request):
         best_value=best_value if monitor else None,
         best_epoch=best_epoch if monitor else None,
     )
-    evaluation_callback = None
-    if evaluate is not None:
-        evaluation_callback = EvaluationCallback(
-            functools.partial(_evaluate_during_training, evaluate),
-            every_N_epochs=config.evaluation.evaluate_testing_every_N_epochs,
-            epoch_num=epoch_num,
-        )
+    evaluation_callback = _evaluation_callback(config, evaluate, epoch_num)
     callbacks = _training_callbacks(
         config,
         run,
@@ -591,6 +583,25 @@ def _train(config, data, models, run, strategy, evaluate, stop_request):
             restart_schedule_after_freezing=restart,
         )
     return _training_result(evaluation_callback, checkpoint_callback, save_weights, epoch_num)
+
+
+def _history_logger(run):
+    """The history.csv writer of the run, holding a resumed run's rows so far."""
+    history_logger = HistoryLogger(run.writing_folder_path)
+    if run.state is not None:
+        history_logger.rows = [dict(row) for row in run.state.history_rows]
+    return history_logger
+
+
+def _evaluation_callback(config, evaluate, epoch_num):
+    """The test-set evaluation every --evaluate_testing_every_N_epochs, or None without it."""
+    if evaluate is None:
+        return None
+    return EvaluationCallback(
+        functools.partial(_evaluate_during_training, evaluate),
+        every_N_epochs=config.evaluation.evaluate_testing_every_N_epochs,
+        epoch_num=epoch_num,
+    )
 
 
 def _steps_per_epoch(config, dataset):
