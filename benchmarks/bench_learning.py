@@ -134,6 +134,13 @@ CONFIGURATIONS = {
         "--mixed_precision_policy=mixed_bfloat16",
         "--nouse_horizontal_flipping_inside_model",
     ],
+    # Issue 20 item 6: no flip structure for as long as the flip structure trains. Its steps per
+    # epoch are --steps_per_epoch times --flip_step_time_ratio (the flip step's cost in no-flip
+    # steps, measured by bench_training), so both rows take about the same wall time.
+    "no_flip_structure_equal_time": [
+        "--nouse_horizontal_flipping_inside_model",
+        "--steps_per_epoch={equal_time_steps_per_epoch}",
+    ],
     # Issue 16: FlipReID's procedure against the random_init choices. Its identity sampler
     # (identities with fewer than K images skipped) against today's round-robin one; two frozen
     # epochs inside --epoch_num on one schedule against FlipReID's two frozen epochs before
@@ -174,8 +181,24 @@ def generate_held_out_dataset(data_folder_path, seed, num_identities, num_images
     )
 
 
+def resolve_flags(flags, args):
+    """The configuration's flags with their {placeholders} filled in from the arguments.
+
+    Returns:
+        (list of flag strings, int steps per epoch the run trains with).
+    """
+    values = {"equal_time_steps_per_epoch": round(args.steps_per_epoch * args.flip_step_time_ratio)}
+    flags = [flag.format(**values) for flag in flags]
+    steps_per_epoch = args.steps_per_epoch
+    for flag in flags:  # absl keeps the last value of a repeated flag, as here
+        if flag.startswith("--steps_per_epoch="):
+            steps_per_epoch = int(flag.split("=", 1)[1])
+    return flags, steps_per_epoch
+
+
 def run_configuration(name, flags, dataset_folder_path, seed, args):
     """Trains and evaluates one configuration in a child `solution.py`; returns a result row."""
+    flags, steps_per_epoch = resolve_flags(flags, args)
     output_folder_path = os.path.join(args.output_folder_path, f"{name}_seed{seed}")
     command = [
         sys.executable,
@@ -212,7 +235,7 @@ def run_configuration(name, flags, dataset_folder_path, seed, args):
         "mAP": final["mAP"],
         "rank1": final["rank1"],
         "mINP": final["mINP"],
-        "steps": args.epoch_num * args.steps_per_epoch,
+        "steps": args.epoch_num * steps_per_epoch,
         "wall_seconds": wall_seconds,
         "flags": " ".join(flags) or "(defaults)",
     }
@@ -263,6 +286,13 @@ def parse_arguments():
     )
     parser.add_argument("--image_width", type=int, default=64, help="Input width.")
     parser.add_argument("--steps_per_epoch", type=int, default=40)
+    parser.add_argument(
+        "--flip_step_time_ratio",
+        type=float,
+        default=1.73,
+        help="Flip-structure step time over the no-flip step's, for no_flip_structure_equal_time "
+        "(bench_training, mixed_bfloat16, 2026-12-03: 1.73).",
+    )
     parser.add_argument("--num_identities", type=int, default=240, help="Half train, half test.")
     parser.add_argument("--num_images_per_identity", type=int, default=12)
     parser.add_argument("--data_folder_path", default="/tmp/bench_learning_data")
