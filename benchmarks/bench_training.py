@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from applications.core.backend import keras, tf  # noqa: E402
 from applications.embedding import embedding_function  # noqa: E402
 from applications.model import build_flipreid_models  # noqa: E402
+from applications.optimizers import FusedAdam  # noqa: E402
 
 _WARMUP_STEPS = 2
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -71,7 +72,8 @@ def _build(args, policy, use_flipping):
             use_horizontal_flipping_inside_model=use_flipping,
             flip_batch_norm_mode=args.flip_batch_norm_mode,
         )
-        optimizer = keras.optimizers.Adam(2e-4)
+        # The default run's optimizer (regularization_mode none: Adam with the fused update).
+        optimizer = (FusedAdam if args.adam_update == "fused" else keras.optimizers.Adam)(2e-4)
         if policy == "mixed_float16":
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         training_model.compile(optimizer, jit_compile=args.jit_compile or None)
@@ -242,6 +244,13 @@ def main():
         help="batch-norm statistics of the flip structure's two passes (see solution.py)",
     )
     parser.add_argument("--jit_compile", action="store_true", help="XLA for the training step")
+    parser.add_argument(
+        "--adam_update",
+        choices=("fused", "tf_keras"),
+        default="fused",
+        help="Adam's update: one fused kernel per variable (what training uses) or tf_keras's "
+        "own ops (before 2026-12-03), for the difference",
+    )
     parser.add_argument("--matmul_size", type=int, default=2048, help="side of the peak matmul")
     parser.add_argument("--matmul_repeats", type=int, default=8, help="timings of the peak")
     parser.add_argument("--pipeline_image_num", type=int, default=500)
@@ -275,7 +284,8 @@ def main():
         f"backbone={args.backbone} image={args.image_height}x{args.image_width} "
         f"batch_size={args.batch_size} steps={args.steps} (median, after {_WARMUP_STEPS} warm-up "
         f"steps, variants timed round-robin) policies={','.join(policies)} "
-        f"flip_batch_norm_mode={args.flip_batch_norm_mode} jit_compile={args.jit_compile}"
+        f"flip_batch_norm_mode={args.flip_batch_norm_mode} jit_compile={args.jit_compile} "
+        f"adam_update={args.adam_update}"
     )
     variants = [(policy, flip) for policy in policies for flip in (False, True)]
     models = {variant: _build(args, *variant) for variant in variants}

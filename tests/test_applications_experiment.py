@@ -242,11 +242,11 @@ def test_regularization_modes(mode):
     model_factors, optimizer = regularization_settings(mode, **factors)
     if mode == "l2":
         assert model_factors == factors
-        assert type(optimizer).__name__ == "Adam"
+        assert type(optimizer).__name__ == "FusedAdam"
     else:
         assert model_factors == dict.fromkeys(factors, 0.0)
     if mode == "decoupled":
-        assert type(optimizer).__name__ == "AdamW"
+        assert type(optimizer).__name__ == "FusedAdamW"
         assert optimizer.weight_decay == pytest.approx(0.01)  # the kernel factor
     if mode == "none":
-        assert type(optimizer).__name__ == "Adam"
+        assert type(optimizer).__name__ == "FusedAdam"
