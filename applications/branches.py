@@ -59,34 +59,11 @@ def build_branch_network(
 
     global_feature_map = backbone.build_last_stage_copy("last_stage_global")(features)
     branch_embeddings = [pool_and_clip(global_feature_map, "global")]
-
     if region_num > 0:
         regional_feature_map = backbone.build_last_stage_copy("last_stage_regional")(features)
-        total_height, _, num_channels = regional_feature_map.shape[1:]
-        region_size = total_height // region_num
-        if region_size == 0:
-            raise ValueError(
-                f"region_num={region_num} exceeds the height {total_height} of the last feature "
-                f"map at image_height={image_height}; use a taller image or fewer regions."
-            )
-        for region_index in range(region_num):
-            start_index = region_index * region_size
-            # The last stripe takes the rows left over by an uneven split.
-            end_index = (
-                total_height if region_index == region_num - 1 else start_index + region_size
-            )
-            branch_name = branch_names(region_num)[region_index + 1]
-            stripe = keras.layers.Cropping2D(
-                cropping=((start_index, total_height - end_index), (0, 0)),
-                name=branch_name + "_stripe",
-            )(regional_feature_map)
-            stripe = keras.layers.Conv2D(
-                filters=num_channels // region_num,
-                kernel_size=3,
-                padding="same",
-                activation="relu",
-                name=branch_name + "_reduction",
-            )(stripe)
+        for branch_name, stripe in _regional_stripes(
+            regional_feature_map, region_num, image_height
+        ):
             branch_embeddings.append(pool_and_clip(stripe, branch_name))
 
     if use_local_branch:
@@ -95,6 +72,37 @@ def build_branch_network(
     # Under mixed_bfloat16: a faster kernel gradient on the last stages' small maps.
     use_matmul_filter_gradients(branch_network)
     return branch_network
+
+
+def _regional_stripes(regional_feature_map, region_num, image_height):
+    """Yields (branch name, stripe) per region: a horizontal cut of the map, 3x3 conv + ReLU.
+
+    The stripes split the map's height evenly; the last one takes the rows an uneven split
+    leaves over. Each convolution has C / region_num filters.
+    """
+    total_height, _, num_channels = regional_feature_map.shape[1:]
+    region_size = total_height // region_num
+    if region_size == 0:
+        raise ValueError(
+            f"region_num={region_num} exceeds the height {total_height} of the last feature "
+            f"map at image_height={image_height}; use a taller image or fewer regions."
+        )
+    for region_index in range(region_num):
+        start_index = region_index * region_size
+        end_index = total_height if region_index == region_num - 1 else start_index + region_size
+        branch_name = branch_names(region_num)[region_index + 1]
+        stripe = keras.layers.Cropping2D(
+            cropping=((start_index, total_height - end_index), (0, 0)),
+            name=branch_name + "_stripe",
+        )(regional_feature_map)
+        stripe = keras.layers.Conv2D(
+            filters=num_channels // region_num,
+            kernel_size=3,
+            padding="same",
+            activation="relu",
+            name=branch_name + "_reduction",
+        )(stripe)
+        yield branch_name, stripe
 
 
 def build_local_features(feature_map, local_feature_dim):
