@@ -101,6 +101,8 @@ CONFIGURATIONS = {
     "clipping_0_1": ["--use_feature_clipping", "--min_value=0.0", "--max_value=1.0"],
     "region_num_0": ["--region_num=0"],
     "no_flip_structure": ["--nouse_horizontal_flipping_inside_model"],
+    # The FlipReID structure on (the random_init default until issue 20 turned it off).
+    "flip_structure": ["--use_horizontal_flipping_inside_model"],
     "l2_coupled": ["--regularization_mode=l2"],
     "weight_decay_decoupled": ["--regularization_mode=decoupled"],
     "constant_learning_rate": [

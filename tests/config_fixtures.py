@@ -18,6 +18,9 @@ TINY_RUN_SETTINGS = dict(
     identity_num_per_batch=3,
     image_num_per_identity=2,
     testing_batch_size=16,
+    # The FlipReID structure, off by default under random_init since issue 20: these runs keep
+    # exercising it end to end (the demo's tests run the default).
+    use_horizontal_flipping_inside_model=True,
 )
 
 
