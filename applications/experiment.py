@@ -415,10 +415,16 @@ def _open_run(guard, config, models, chief):
         applications.run_state.RunFolder; a new run's folder holds flags.json and
         model_config.json.
     """
+    # flags.json records the policy --mixed_precision_policy auto chose on this machine, so that
+    # resuming where auto chooses another one stops with the difference instead of changing it.
+    flag_values = {
+        **config.to_flat(),
+        "mixed_precision_policy": keras.mixed_precision.global_policy().name,
+    }
     run = guard.open(
         config.evaluation.output_folder_path,
         run_name(config.data.dataset_name, config.model.backbone_model_name),
-        config.to_flat(),
+        flag_values,
         training_model=models.training_model,
         resume=config.training.resume,
         resume_from=config.training.resume_from,

@@ -507,6 +507,11 @@ def _values_equal(saved, current):
     return saved == current
 
 
+# Saved values that match whatever is current: runs written before 2026-12-03 recorded
+# --mixed_precision_policy auto itself, not the policy it chose.
+_SAVED_VALUES_MATCHING_ANY = {"mixed_precision_policy": "auto"}
+
+
 def compare_flags(run_folder_path, flag_values, matching_flag_names=RESUME_MATCHING_FLAG_NAMES):
     """Compares the flags of a run folder with the current ones.
 
@@ -524,6 +529,8 @@ def compare_flags(run_folder_path, flag_values, matching_flag_names=RESUME_MATCH
     current = _flatten(flag_values)
     mismatched, changed = [], []
     for name in sorted(set(saved) & set(current)):
+        if saved[name] == _SAVED_VALUES_MATCHING_ANY.get(name, ()):
+            continue
         if not _values_equal(saved[name], current[name]):
             target = mismatched if name in matching_flag_names else changed
             target.append((name, saved[name], current[name]))

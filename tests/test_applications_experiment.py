@@ -55,6 +55,8 @@ def test_training_writes_every_output(trained_run):
     flags_used = json.loads((run_folder_path / "flags.json").read_text())
     assert flags_used["epoch_num"] == 2 and flags_used["use_re_ranking"] is True
     assert flags_used["last_stride"] == 1 and flags_used["regularization_mode"] == "l2"
+    # The policy --mixed_precision_policy auto chose, so that a resume elsewhere keeps it.
+    assert flags_used["mixed_precision_policy"] in ("float32", "mixed_bfloat16")
 
     history = pd.read_csv(run_folder_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]

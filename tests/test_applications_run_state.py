@@ -348,6 +348,24 @@ def test_resume_refusals_say_why(tmp_path):
         find_run_to_resume(str(tmp_path), "x", flags, resume_from=str(tmp_path))
 
 
+def test_resume_holds_the_precision_policy_the_run_trained_in(tmp_path):
+    """flags.json records the policy auto chose; older runs recorded auto, which matches any."""
+    flags = {"dataset_name": "Synthetic", "mixed_precision_policy": "mixed_bfloat16"}
+    run = _write_run(tmp_path, "Synthetic_resnet18", flags)
+    with pytest.raises(
+        ResumeError, match=r"--mixed_precision_policy: run 'mixed_bfloat16', now 'float32'"
+    ):
+        find_run_to_resume(
+            str(tmp_path), "x", {**flags, "mixed_precision_policy": "float32"}, resume_from=run
+        )
+    assert find_run_to_resume(str(tmp_path), "x", flags, resume_from=run) == (run, [])
+    auto_flags = {**flags, "mixed_precision_policy": "auto"}
+    older = _write_run(tmp_path, "Synthetic_resnet18_2", auto_flags)
+    for policy in ("float32", "mixed_bfloat16"):
+        current = {**flags, "mixed_precision_policy": policy}
+        assert find_run_to_resume(str(tmp_path), "x", current, resume_from=older) == (older, [])
+
+
 # --- damaged checkpoints ------------------------------------------------------------------------
 
 
