@@ -220,7 +220,7 @@ def _table(title, policies, values, formatter):
     return f"| {title} | " + " | ".join(cells) + " |"
 
 
-def main():
+def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image_height", type=int, default=128)
@@ -261,10 +261,11 @@ def main():
         help="run the training measurement with TF_ENABLE_ONEDNN_OPTS=1 and =0 and print ratios",
     )
     parser.add_argument("--training_only", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.compare_onednn:
-        compare_onednn(args)
-        return
+    return parser.parse_args()
+
+
+def selected_policies(args):
+    """The policies to measure, from --mixed_precision_policy or --policies (exits if unknown)."""
     policies = (
         [args.mixed_precision_policy]
         if args.mixed_precision_policy
@@ -273,7 +274,10 @@ def main():
     unknown = [name for name in policies if name not in POLICIES]
     if unknown or not policies:
         sys.exit(f"--policies {args.policies!r}: use names among {', '.join(POLICIES)}.")
+    return policies
 
+
+def print_header(args, policies):
     devices = [device.name for device in tf.config.list_logical_devices()]
     processor = platform.processor() or platform.machine()
     print(
@@ -287,6 +291,14 @@ def main():
         f"flip_batch_norm_mode={args.flip_batch_norm_mode} jit_compile={args.jit_compile} "
         f"adam_update={args.adam_update}"
     )
+
+
+def measure_training(args, policies):
+    """Times every (policy, flip structure) training step round-robin and prints the rates.
+
+    Returns:
+        (models by variant, images per second by variant, flip/no-flip step ratio by policy).
+    """
     variants = [(policy, flip) for policy in policies for flip in (False, True)]
     models = {variant: _build(args, *variant) for variant in variants}
     step_seconds = _round_robin(
@@ -310,10 +322,11 @@ def main():
             f"train {policy} step-time ratio flip / no flip: {flip_ratio[policy]:.2f} "
             "(floor of the FLOP count: 2.0)"
         )
-    if args.training_only:
-        print(_load())
-        return
+    return models, images_per_second, flip_ratio
 
+
+def measure_hardware(args, policies, models):
+    """Extraction rates, matmul peaks, step FLOPs and the input pipeline, in one dict."""
     extraction_seconds = _round_robin(
         {
             (policy, flip): extraction_function(models[(policy, True)][1], flip, args)
@@ -322,7 +335,6 @@ def main():
         },
         args.steps,
     )
-    extraction = {key: args.batch_size / value for key, value in extraction_seconds.items()}
     compute_dtypes = {
         policy: keras.mixed_precision.Policy(policy).compute_dtype for policy in policies
     }
@@ -332,8 +344,16 @@ def main():
     for flip in (False, True):
         training_model = models.get(("float32", flip), models[(policies[0], flip)])[0]
         step_flops[flip] = 3 * count_forward_flops(training_model, args)
-    pipeline_speed = measure_pipeline(args)
+    return dict(
+        extraction={key: args.batch_size / value for key, value in extraction_seconds.items()},
+        peaks={policy: peaks[compute_dtypes[policy]] for policy in policies},
+        step_flops=step_flops,
+        pipeline_speed=measure_pipeline(args),
+    )
 
+
+def print_speed_table(args, policies, images_per_second, flip_ratio, hardware):
+    """The Markdown table of training, extraction and FLOP rates, one column per policy."""
     print()
     print(
         "| measurement | " + " | ".join(policies) + (" | ratio |" if len(policies) == 2 else " |")
@@ -354,11 +374,11 @@ def main():
             _table(
                 title + " (images/s)",
                 policies,
-                {policy: extraction[(policy, flip)] for policy in policies},
+                {policy: hardware["extraction"][(policy, flip)] for policy in policies},
                 lambda value: f"{value:.1f}",
             )
         )
-    peak_by_policy = {policy: peaks[compute_dtypes[policy]] for policy in policies}
+    peak_by_policy = hardware["peaks"]
     print(
         _table(
             f"matmul peak {args.matmul_size}^2 in the compute dtype (GFLOP/s)",
@@ -367,6 +387,7 @@ def main():
             lambda value: f"{value / 1e9:.1f}",
         )
     )
+    step_flops = hardware["step_flops"]
     for flip in (False, True):
         achieved = {
             policy: step_flops[flip] * images_per_second[(policy, flip)] / args.batch_size
@@ -383,12 +404,29 @@ def main():
             f"| achieved GFLOP/s = share of its own peak, flip={flip} "
             f"({step_flops[flip] / 1e9:.2f} GFLOP/step) | {cells}{extra} |"
         )
+
+
+def print_pipeline_line(policies, images_per_second, pipeline_speed):
     consumed = max(images_per_second[(policy, True)] for policy in policies)
     print(
         f"\ninput pipeline alone, 256x128 with augmentation: {pipeline_speed:.0f} images/s = "
         f"{pipeline_speed / consumed:.1f}x what the fastest flip training step above consumes "
         f"({consumed:.1f} images/s; targets: >= 3x and >= 2,000 images/s)"
     )
+
+
+def main():
+    args = parse_arguments()
+    if args.compare_onednn:
+        compare_onednn(args)
+        return
+    policies = selected_policies(args)
+    print_header(args, policies)
+    models, images_per_second, flip_ratio = measure_training(args, policies)
+    if not args.training_only:
+        hardware = measure_hardware(args, policies, models)
+        print_speed_table(args, policies, images_per_second, flip_ratio, hardware)
+        print_pipeline_line(policies, images_per_second, hardware["pipeline_speed"])
     print(_load())
 
 
