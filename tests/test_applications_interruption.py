@@ -14,13 +14,15 @@ from applications.interruption import (
 )
 from callbacks.interruption import StopAtStepBoundary
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 @pytest.mark.parametrize(
     "signal_number, exit_status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
 )
 def test_a_signal_while_training_waits_for_the_step_boundary(signal_number, exit_status, capsys):
     # What was installed before (a shell that starts jobs in the background ignores SIGINT).
-    previous_handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous_handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     with handle_stop_signals() as request:
         callback = StopAtStepBoundary(request.check)
         with pytest.raises(RunInterrupted) as raised:
@@ -34,7 +36,7 @@ def test_a_signal_while_training_waits_for_the_step_boundary(signal_number, exit
     assert raised.value.at_step_boundary and raised.value.exit_status == exit_status
     assert "stopping after this step" in capsys.readouterr().err
     # The previous handlers are back.
-    assert {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)} == previous_handlers
+    assert {number: signal.getsignal(number) for number in STOP_SIGNALS} == previous_handlers
 
 
 def test_a_second_signal_or_one_outside_training_stops_at_once():
