@@ -27,6 +27,11 @@ MIXED_PRECISION_POLICY_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfl
 EVALUATION_PRECISIONS = ("float32", "bfloat16")
 # /proc/cpuinfo flags of x86 processors with bfloat16 arithmetic (AVX512-BF16; AMX tiles).
 NATIVE_BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# ... and of those with float16 arithmetic (AVX512-FP16; AMX-FP16 tiles).
+NATIVE_FLOAT16_CPU_FLAGS = ("avx512_fp16", "amx_fp16")
+# Training without native support, measured by benchmarks/bench_training.py on an AMD EPYC
+# (Zen 3, 2 cores, no AVX-512; see benchmarks/README.md): how many times float32's step time.
+EMULATED_TRAINING_SLOWDOWN = {"mixed_bfloat16": 8, "mixed_float16": 3.7}
 CPUINFO_PATH = "/proc/cpuinfo"
 
 
@@ -77,7 +82,9 @@ def resolve_mixed_precision_policy(requested, recipe, *, cpu_flags, num_gpus):
             f", got {requested!r}."
         )
     if requested != "auto":
-        return requested, f"--mixed_precision_policy {requested} was given"
+        return requested, f"--mixed_precision_policy {requested} was given" + emulation_note(
+            requested, cpu_flags=cpu_flags, num_gpus=num_gpus
+        )
     if recipe != "random_init":
         return "float32", (
             f"the {recipe} recipe keeps its reference's float32, so that its numbers compare "
@@ -98,6 +105,34 @@ def resolve_mixed_precision_policy(requested, recipe, *, cpu_flags, num_gpus):
         "this CPU has no native bfloat16 (neither "
         f"{' nor '.join(NATIVE_BFLOAT16_CPU_FLAGS)} in /proc/cpuinfo), where bfloat16 would be "
         "emulated and slower"
+    )
+
+
+def emulation_note(policy, *, cpu_flags, num_gpus):
+    """A warning clause where a half-precision policy would train emulated on the CPU, else "".
+
+    Without a GPU and without the CPU's native 16-bit arithmetic, TensorFlow computes the
+    bfloat16 (or float16) convolution gradients with slow generic kernels.
+
+    Args:
+        policy: str, a Keras policy name.
+        cpu_flags: collection of str, the CPU's feature flags (see read_cpu_flags).
+        num_gpus: int, GPUs TensorFlow sees.
+
+    Returns:
+        str, empty or starting with "; " and ending without a full stop.
+    """
+    native_flags = {"mixed_bfloat16": NATIVE_BFLOAT16_CPU_FLAGS}.get(
+        policy, NATIVE_FLOAT16_CPU_FLAGS if policy == "mixed_float16" else None
+    )
+    if native_flags is None or num_gpus > 0 or any(flag in cpu_flags for flag in native_flags):
+        return ""
+    dtype = policy.removeprefix("mixed_")
+    return (
+        f"; this CPU has no native {dtype} (neither {' nor '.join(native_flags)} in "
+        f"/proc/cpuinfo), so TensorFlow emulates it: training measured "
+        f"{EMULATED_TRAINING_SLOWDOWN[policy]}x slower than in float32 on such a CPU "
+        "(benchmarks/README.md); --mixed_precision_policy auto or float32 trains faster here"
     )
 
 

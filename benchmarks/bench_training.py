@@ -44,6 +44,7 @@ from applications.core.backend import keras, tf  # noqa: E402
 from applications.embedding import embedding_function  # noqa: E402
 from applications.model import build_flipreid_models  # noqa: E402
 from applications.optimizers import FusedAdam  # noqa: E402
+from applications.precision import emulation_note, num_visible_gpus, read_cpu_flags  # noqa: E402
 
 _WARMUP_STEPS = 2
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -291,6 +292,10 @@ def print_header(args, policies):
         f"flip_batch_norm_mode={args.flip_batch_norm_mode} jit_compile={args.jit_compile} "
         f"adam_update={args.adam_update}"
     )
+    for policy in policies:
+        note = emulation_note(policy, cpu_flags=read_cpu_flags(), num_gpus=num_visible_gpus())
+        if note:
+            print(f"note: {policy}: {note.removeprefix('; ')}.")
 
 
 def measure_training(args, policies):

@@ -33,6 +33,9 @@ UNSUPPORTED = frozenset({"avx2", "avx512f"})
         ("float32", "random_init", SUPPORTED, 0, "float32", "was given"),
         ("mixed_bfloat16", "flipreid", UNSUPPORTED, 0, "mixed_bfloat16", "was given"),
         ("mixed_float16", "random_init", SUPPORTED, 1, "mixed_float16", "was given"),
+        # Asked for without native arithmetic and without a GPU: granted, with the warning.
+        ("mixed_bfloat16", "random_init", UNSUPPORTED, 0, "mixed_bfloat16", "emulates it"),
+        ("mixed_float16", "random_init", SUPPORTED, 0, "mixed_float16", "no native float16"),
     ],
 )
 def test_policy_resolution(requested, recipe, cpu_flags, num_gpus, expected, reason_part):
@@ -41,6 +44,36 @@ def test_policy_resolution(requested, recipe, cpu_flags, num_gpus, expected, rea
     )
     assert policy == expected
     assert reason_part in reason
+
+
+@pytest.mark.parametrize(
+    "requested, cpu_flags, num_gpus",
+    [
+        ("mixed_bfloat16", frozenset({"avx512f", "avx512_bf16"}), 0),
+        ("mixed_bfloat16", frozenset({"amx_bf16"}), 0),
+        ("mixed_bfloat16", frozenset({"avx2"}), 1),
+        ("mixed_float16", frozenset({"avx512_fp16"}), 0),
+        ("mixed_float16", frozenset({"avx2"}), 2),
+        ("float32", frozenset({"avx2"}), 0),
+    ],
+)
+def test_no_emulation_warning_where_the_hardware_computes_the_policy(
+    requested, cpu_flags, num_gpus
+):
+    _, reason = resolve_mixed_precision_policy(
+        requested, "random_init", cpu_flags=cpu_flags, num_gpus=num_gpus
+    )
+    assert reason == f"--mixed_precision_policy {requested} was given"
+
+
+def test_emulation_warning_names_the_missing_flags_the_slowdown_and_the_fix():
+    _, reason = resolve_mixed_precision_policy(
+        "mixed_bfloat16", "random_init", cpu_flags=frozenset({"avx2", "fma"}), num_gpus=0
+    )
+    assert "no native bfloat16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo)" in reason
+    assert "8x slower than in float32" in reason
+    assert "--mixed_precision_policy auto or float32" in reason
+    assert not reason.endswith(".")
 
 
 def test_unknown_policy_is_refused():
