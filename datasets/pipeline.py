@@ -29,6 +29,7 @@ import numpy as np
 
 from applications.core.backend import tf
 from datasets.augmentation import IMAGENET_MEAN_RGB, AlbumentationsAugmentor
+from datasets.exif_orientation import apply_exif_orientation, jpeg_exif_orientation
 from datasets.image_files import UNDECODABLE, SkippedImageLog, image_contents_look_whole_tf
 from datasets.resizing import resize_like_cv2
 from datasets.sampler import build_identity_sampler, compute_steps_per_epoch
@@ -48,7 +49,8 @@ def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width
 
     JPEGs decode to exactly `cv2.imread`'s pixels, as in FlipReID (`tf.io.decode_jpeg` with
     the accurate integer inverse DCT, OpenCV's default; `tf.io.decode_image`'s default gave 68 %
-    of values up to 18 levels apart, and is 1.2x faster). PNG, BMP and GIF files go through
+    of values up to 18 levels apart, and is 1.2x faster), turned as their EXIF orientation says,
+    as `cv2.imread` turns them (`datasets.exif_orientation`). PNG, BMP and GIF files go through
     `tf.io.decode_image`, which is exact for them. A file that does not look like a whole image
     (``datasets.image_files``' structural rule) fails with an InvalidArgumentError naming it,
     before the decoder sees it.
@@ -75,7 +77,10 @@ def decode_and_resize(image_file_path: tf.Tensor, image_height: int, image_width
     with tf.control_dependencies([check]):
         image = tf.cond(
             tf.io.is_jpeg(contents),
-            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: apply_exif_orientation(
+                tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+                jpeg_exif_orientation(contents),
+            ),
             lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
         )
     # Images already at the size (Market-1501's 128x64 at 128x64) skip the integer arithmetic,
