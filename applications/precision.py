@@ -27,8 +27,12 @@ MIXED_PRECISION_POLICY_CHOICES = ("auto", "float32", "mixed_float16", "mixed_bfl
 EVALUATION_PRECISIONS = ("float32", "bfloat16")
 # /proc/cpuinfo flags of x86 processors with bfloat16 arithmetic (AVX512-BF16; AMX tiles).
 NATIVE_BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-# ... and of those with float16 arithmetic (AVX512-FP16; AMX-FP16 tiles).
-NATIVE_FLOAT16_CPU_FLAGS = ("avx512_fp16", "amx_fp16")
+# Per half-precision policy, the flags of CPUs that compute it natively (float16: AVX512-FP16,
+# AMX-FP16 tiles).
+NATIVE_CPU_FLAGS = {
+    "mixed_bfloat16": NATIVE_BFLOAT16_CPU_FLAGS,
+    "mixed_float16": ("avx512_fp16", "amx_fp16"),
+}
 # Training without native support, measured by benchmarks/bench_training.py on an AMD EPYC
 # (Zen 3, 2 cores, no AVX-512; see benchmarks/README.md): how many times float32's step time.
 EMULATED_TRAINING_SLOWDOWN = {"mixed_bfloat16": 8, "mixed_float16": 3.7}
@@ -122,9 +126,7 @@ def emulation_note(policy, *, cpu_flags, num_gpus):
     Returns:
         str, empty or starting with "; " and ending without a full stop.
     """
-    native_flags = {"mixed_bfloat16": NATIVE_BFLOAT16_CPU_FLAGS}.get(
-        policy, NATIVE_FLOAT16_CPU_FLAGS if policy == "mixed_float16" else None
-    )
+    native_flags = NATIVE_CPU_FLAGS.get(policy)
     if native_flags is None or num_gpus > 0 or any(flag in cpu_flags for flag in native_flags):
         return ""
     dtype = policy.removeprefix("mixed_")

@@ -292,8 +292,9 @@ def print_header(args, policies):
         f"flip_batch_norm_mode={args.flip_batch_norm_mode} jit_compile={args.jit_compile} "
         f"adam_update={args.adam_update}"
     )
+    cpu_flags, num_gpus = read_cpu_flags(), num_visible_gpus()
     for policy in policies:
-        note = emulation_note(policy, cpu_flags=read_cpu_flags(), num_gpus=num_visible_gpus())
+        note = emulation_note(policy, cpu_flags=cpu_flags, num_gpus=num_gpus)
         if note:
             print(f"note: {policy}: {note.removeprefix('; ')}.")
 

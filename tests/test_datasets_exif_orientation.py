@@ -64,7 +64,8 @@ def test_each_orientation_gives_a_different_image(tmp_path):
     for orientation in range(1, 9):
         path = tmp_path / f"{orientation}.jpg"
         path.write_bytes(_jpeg_with(_exif_segment(orientation, big_endian=False)))
-        images.add(_cv2_rgb(path).tobytes() + bytes(_cv2_rgb(path).shape))
+        image = _cv2_rgb(path)
+        images.add(image.tobytes() + bytes(image.shape))
     assert len(images) == 8
 
 
