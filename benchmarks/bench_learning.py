@@ -123,6 +123,9 @@ CONFIGURATIONS = {
         "--random_erasing_probability=0",
     ],
     "label_smoothing_0.1": ["--label_smoothing=0.1"],
+    # Issue 20 item 7: a larger P (24 identities x K4 = 96 images a batch; the row's flag comes
+    # after --identity_num_per_batch, so it wins), the same steps.
+    "identity_num_per_batch_24": ["--identity_num_per_batch=24"],
     "average_pooling": ["--pooling_mode=Average"],
     # Issue 20: the same defaults under each mixed-precision policy, named explicitly so the rows
     # mean the same whatever the automatic policy picks on the machine.
