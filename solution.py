@@ -8,23 +8,33 @@ an `ExperimentConfig` and hands it to `applications.experiment.run_experiment`.
 
 import sys
 
-from absl import app, flags, logging
+try:
+    from absl import app, flags, logging
 
-from applications.config import (
-    CROSS_FIELD_RULES,
-    build_experiment_config,
-    field_value_type,
-    flag_fields,
-    value_error,
-    with_recipe_defaults,
-)
+    from applications.config import (
+        CROSS_FIELD_RULES,
+        build_experiment_config,
+        field_value_type,
+        flag_fields,
+        value_error,
+        with_recipe_defaults,
+    )
 
-# Project modules import TensorFlow only through applications.core.backend, which selects legacy
-# Keras first; nothing above imports TensorFlow.
-from applications.core.backend import quiet_library_info_logs
-from applications.experiment import run_experiment
-from applications.flag_effects import flags_without_effect
-from applications.interruption import RunInterrupted, resume_command
+    # Project modules import TensorFlow only through applications.core.backend, which selects legacy
+    # Keras first; nothing above imports TensorFlow.
+    from applications.core.backend import quiet_library_info_logs
+    from applications.experiment import run_experiment
+    from applications.flag_effects import flags_without_effect
+    from applications.interruption import RunInterrupted, resume_command
+except KeyboardInterrupt:
+    # Ctrl-C in the seconds TensorFlow takes to load: no flag has been read and nothing written,
+    # so one line instead of a traceback through the import machinery.
+    print(
+        "Stopped by SIGINT while TensorFlow was loading, before any flag was read; nothing was "
+        "written. Run the same command to start.",
+        file=sys.stderr,
+    )
+    sys.exit(130)
 
 FLAGS = flags.FLAGS
 

@@ -8,8 +8,10 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -292,3 +294,39 @@ def test_an_error_past_flag_parsing_is_one_line_without_traceback(tmp_path):
     assert len(error_lines) == 1 and "Market-1501" in error_lines[0]
     assert "Traceback" not in completed.stderr
     assert not any((tmp_path / "outputs").glob("*"))  # a stopped run leaves no run folder
+
+
+def test_ctrl_c_while_tensorflow_loads_is_one_line_without_traceback(tmp_path):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "solution.py",
+            f"--root_folder_path={tmp_path / 'data'}",
+            f"--output_folder_path={tmp_path / 'outputs'}",
+        ],
+        cwd=REPOSITORY_FOLDER_PATH,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell that starts the suite in the background ignores SIGINT, and Python keeps an
+        # ignored SIGINT ignored: the child gets the default a terminal gives.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    # TensorFlow's import has begun once its shared library is mapped; it takes seconds more.
+    deadline = time.monotonic() + 120
+    while "libtensorflow" not in open(f"/proc/{process.pid}/maps").read():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in errors
+    assert (
+        errors.strip()
+        .splitlines()[-1]
+        .startswith(
+            "Stopped by SIGINT while TensorFlow was loading, before any flag was read; nothing was "
+            "written."
+        )
+    )
+    assert not (tmp_path / "data").exists() and not (tmp_path / "outputs").exists()
