@@ -201,6 +201,21 @@ def resolve_flags(flags, args):
     return flags, steps_per_epoch
 
 
+def trained_epoch_num(flags, epoch_num):
+    """Epochs a run trains: --epoch_num, plus the frozen ones when the schedule restarts after them.
+
+    With --restart_schedule_after_freezing, solution.py trains --freeze_backbone_for_N_epochs
+    frozen epochs before --epoch_num more (FlipReID's procedure); otherwise they are inside it.
+    """
+    frozen_epoch_num, restarted = 0, False
+    for flag in flags:  # absl keeps the last value of a repeated flag
+        if flag.startswith("--freeze_backbone_for_N_epochs="):
+            frozen_epoch_num = int(flag.split("=", 1)[1])
+        elif flag in ("--restart_schedule_after_freezing", "--norestart_schedule_after_freezing"):
+            restarted = flag == "--restart_schedule_after_freezing"
+    return epoch_num + frozen_epoch_num if restarted else epoch_num
+
+
 def run_configuration(name, flags, dataset_folder_path, seed, args):
     """Trains and evaluates one configuration in a child `solution.py`; returns a result row."""
     flags, steps_per_epoch = resolve_flags(flags, args)
@@ -240,7 +255,7 @@ def run_configuration(name, flags, dataset_folder_path, seed, args):
         "mAP": final["mAP"],
         "rank1": final["rank1"],
         "mINP": final["mINP"],
-        "steps": args.epoch_num * steps_per_epoch,
+        "steps": trained_epoch_num(flags, args.epoch_num) * steps_per_epoch,
         "wall_seconds": wall_seconds,
         "flags": " ".join(flags) or "(defaults)",
     }

@@ -2,7 +2,7 @@
 
 import argparse
 
-from benchmarks.bench_learning import CONFIGURATIONS, resolve_flags
+from benchmarks.bench_learning import CONFIGURATIONS, resolve_flags, trained_epoch_num
 
 
 def _arguments(steps_per_epoch=40, flip_step_time_ratio=1.73):
@@ -30,3 +30,13 @@ def test_rows_without_placeholders_keep_their_flags_and_the_budget():
         resolved, steps_per_epoch = resolve_flags(flags, _arguments(40))
         assert resolved == flags, name
         assert steps_per_epoch == 40, name
+
+
+def test_the_restarted_schedule_row_counts_its_frozen_epochs_on_top():
+    # FlipReID's procedure: 2 frozen epochs, then --epoch_num more on a restarted schedule.
+    assert trained_epoch_num(CONFIGURATIONS["freeze_2_restarted_schedule"], 6) == 8
+    assert trained_epoch_num(CONFIGURATIONS["freeze_2_one_schedule"], 6) == 6
+    assert trained_epoch_num(CONFIGURATIONS["new_defaults"], 6) == 6
+    assert trained_epoch_num(["--restart_schedule_after_freezing"], 6) == 6
+    flags = ["--freeze_backbone_for_N_epochs=3", "--restart_schedule_after_freezing"]
+    assert trained_epoch_num(flags + ["--norestart_schedule_after_freezing"], 6) == 6
