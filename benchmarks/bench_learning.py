@@ -201,19 +201,14 @@ def resolve_flags(flags, args):
     return flags, steps_per_epoch
 
 
-def trained_epoch_num(flags, epoch_num):
-    """Epochs a run trains: --epoch_num, plus the frozen ones when the schedule restarts after them.
+def trained_epoch_num(run_folder_path):
+    """Epochs a finished run trained: the rows of its history.csv, one per epoch.
 
-    With --restart_schedule_after_freezing, solution.py trains --freeze_backbone_for_N_epochs
-    frozen epochs before --epoch_num more (FlipReID's procedure); otherwise they are inside it.
+    Counted from the run rather than from its flags, so that FlipReID's procedure
+    (--restart_schedule_after_freezing: the frozen epochs before --epoch_num more) counts right.
     """
-    frozen_epoch_num, restarted = 0, False
-    for flag in flags:  # absl keeps the last value of a repeated flag
-        if flag.startswith("--freeze_backbone_for_N_epochs="):
-            frozen_epoch_num = int(flag.split("=", 1)[1])
-        elif flag in ("--restart_schedule_after_freezing", "--norestart_schedule_after_freezing"):
-            restarted = flag == "--restart_schedule_after_freezing"
-    return epoch_num + frozen_epoch_num if restarted else epoch_num
+    with open(os.path.join(run_folder_path, "history.csv"), newline="") as file:
+        return sum(1 for _ in csv.DictReader(file))
 
 
 def run_configuration(name, flags, dataset_folder_path, seed, args):
@@ -255,7 +250,7 @@ def run_configuration(name, flags, dataset_folder_path, seed, args):
         "mAP": final["mAP"],
         "rank1": final["rank1"],
         "mINP": final["mINP"],
-        "steps": trained_epoch_num(flags, args.epoch_num) * steps_per_epoch,
+        "steps": trained_epoch_num(run_folder_paths[-1]) * steps_per_epoch,
         "wall_seconds": wall_seconds,
         "flags": " ".join(flags) or "(defaults)",
     }

@@ -7,6 +7,7 @@ other behaviours of a run are tested in-process in test_applications_experiment.
 import dataclasses
 import json
 import os
+import pathlib
 import shlex
 import signal
 import subprocess
@@ -314,7 +315,7 @@ def test_ctrl_c_while_tensorflow_loads_is_one_line_without_traceback(tmp_path):
     )
     # TensorFlow's import has begun once its shared library is mapped; it takes seconds more.
     deadline = time.monotonic() + 120
-    while "libtensorflow" not in open(f"/proc/{process.pid}/maps").read():
+    while "libtensorflow" not in pathlib.Path(f"/proc/{process.pid}/maps").read_text():
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
     process.send_signal(signal.SIGINT)
